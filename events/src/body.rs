@@ -1,0 +1,99 @@
+//! Event kinds and their bodies, and the associated data that binds ciphertexts to
+//! their secret.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+use crate::event::{decode_exact, encode};
+
+/// A new version of a secret's content; the first one creates the secret.
+pub const KIND_SECRET_VERSION_ADDED: &str = "secret.version_added";
+
+/// The HSM root key certifies an in-process event signing key.
+pub const KIND_SIGNING_KEY_CERTIFIED: &str = "signing_key.certified";
+
+/// Body of [`KIND_SECRET_VERSION_ADDED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionAdded {
+    /// The secret's content version, 1 for the first.
+    pub version: u64,
+    pub content: SealedContent,
+    pub data_key: DataKeyRef,
+    /// Plaintext length in bytes.
+    pub size: u64,
+    /// File mode agents give the file, or `None` for the agent's default (0400).
+    pub mode: Option<u32>,
+}
+
+/// Content encrypted with AES-256-GCM under the version's own data key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedContent {
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; 12],
+    /// Ciphertext followed by the 16-byte tag.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Where the wrapped data key of a version lives, and a commitment to it.
+///
+/// The wrapped key is kept outside the event log, in a store whose entries can be
+/// erased; erasing it makes the version's content unrecoverable while this event,
+/// and so the log, still verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyRef {
+    /// Identifier of the HSM key-encryption key that wrapped the data key.
+    pub kek_id: String,
+    /// Key of the wrapped data key in the data-key store.
+    pub store_key: String,
+    /// SHA-256 of the wrapped data key as stored.
+    #[serde(with = "serde_bytes")]
+    pub wrapped_sha256: [u8; 32],
+}
+
+/// Body of [`KIND_SIGNING_KEY_CERTIFIED`], signed by an HSM root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyCertified {
+    /// Always `ed25519` in this format version.
+    pub algorithm: String,
+    #[serde(with = "serde_bytes")]
+    pub public_key: [u8; 32],
+}
+
+/// Encodes a body as the MessagePack array stored in the envelope.
+pub fn encode_body<T: Serialize>(body: &T) -> Vec<u8> {
+    encode(body)
+}
+
+/// Decodes a body, rejecting any encoding other than the canonical one.
+pub fn decode_body<'a, T: Serialize + Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let body: T = decode_exact(bytes)?;
+    if encode(&body) != bytes {
+        return Err(DecodeError::NonCanonical);
+    }
+    Ok(body)
+}
+
+/// Returns the AES-GCM associated data of a secret version's content.
+///
+/// It binds the ciphertext to the secret name and to the aggregate version of the
+/// event that added it, which never repeats on a subject, so a ciphertext moved to
+/// another secret or another version fails to decrypt.
+pub fn content_aad(name: &str, aggregate_version: u64) -> Vec<u8> {
+    binding(b"watchword.content.v1", name, aggregate_version)
+}
+
+/// Returns the AES-GCM associated data used when the HSM encrypts a version's data key.
+pub fn data_key_aad(name: &str, aggregate_version: u64) -> Vec<u8> {
+    binding(b"watchword.data-key.v1", name, aggregate_version)
+}
+
+fn binding(label: &[u8], name: &str, aggregate_version: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(label.len() + 17 + name.len());
+    aad.extend_from_slice(label);
+    aad.push(0);
+    aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
+    aad.extend_from_slice(name.as_bytes());
+    aad.extend_from_slice(&aggregate_version.to_be_bytes());
+    aad
+}

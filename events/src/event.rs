@@ -1,0 +1,215 @@
+//! The event envelope, its MessagePack encoding, the stored frame and the event hash.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::DecodeError;
+
+/// Version of the envelope layout, the first element of every encoded envelope.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// SHA-256 of an event's signed bytes.
+pub type EventHash = [u8; 32];
+
+/// The previous hash of the first event of every aggregate.
+pub const ZERO_HASH: EventHash = [0; 32];
+
+/// Kinds of aggregate: each has its own subject namespace and version sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum AggregateType {
+    /// A secret, identified by its name.
+    Secret,
+    /// An in-process event signing key, identified by its key id.
+    SigningKey,
+}
+
+impl AggregateType {
+    /// Returns the name used in the envelope and in subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateType::Secret => "secret",
+            AggregateType::SigningKey => "signing_key",
+        }
+    }
+
+    /// Parses the name used in the envelope.
+    pub fn parse(name: &str) -> Option<AggregateType> {
+        match name {
+            "secret" => Some(AggregateType::Secret),
+            "signing_key" => Some(AggregateType::SigningKey),
+            _ => None,
+        }
+    }
+}
+
+/// An aggregate: the unit of ordering, versioning and hash chaining.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Aggregate {
+    pub kind: AggregateType,
+    pub id: String,
+}
+
+impl Aggregate {
+    pub fn secret(name: &str) -> Aggregate {
+        Aggregate { kind: AggregateType::Secret, id: name.to_owned() }
+    }
+
+    pub fn signing_key(key_id: &str) -> Aggregate {
+        Aggregate { kind: AggregateType::SigningKey, id: key_id.to_owned() }
+    }
+
+    /// Returns the NATS subject that carries this aggregate's events.
+    pub fn subject(&self) -> String {
+        crate::names::event_subject(self.kind, &self.id)
+    }
+}
+
+/// Who caused an event and how they proved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The authenticated principal: a certificate identity, an operator, or the server itself.
+    pub principal: String,
+    /// How the principal authenticated, such as `mtls` or `hsm`.
+    pub authentication: String,
+}
+
+/// An event as it is signed: every envelope field but the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Uuid,
+    pub kind: String,
+    pub aggregate: Aggregate,
+    pub aggregate_version: u64,
+    pub previous_hash: EventHash,
+    /// Microseconds since the Unix epoch, UTC, as recorded by the writer.
+    pub recorded_at_micros: i64,
+    pub actor: Actor,
+    pub correlation_id: String,
+    pub key_id: String,
+    /// The kind's body, itself MessagePack-encoded.
+    pub body: Vec<u8>,
+}
+
+/// The wire layout of [`Event`]: a MessagePack array in field order.
+#[derive(Serialize, Deserialize)]
+struct EnvelopeWire<'a> {
+    format_version: u8,
+    #[serde(with = "serde_bytes")]
+    id: [u8; 16],
+    kind: &'a str,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    aggregate_version: u64,
+    #[serde(with = "serde_bytes")]
+    previous_hash: [u8; 32],
+    recorded_at_micros: i64,
+    actor: (&'a str, &'a str),
+    correlation_id: &'a str,
+    key_id: &'a str,
+    #[serde(with = "serde_bytes")]
+    body: &'a [u8],
+}
+
+/// The stored message: the signed bytes and the signature beside them.
+#[derive(Serialize, Deserialize)]
+struct FrameWire<'a> {
+    #[serde(with = "serde_bytes")]
+    signed: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    signature: [u8; 64],
+}
+
+impl Event {
+    /// Encodes the envelope into the exact bytes that are hashed and signed.
+    pub fn to_signed_bytes(&self) -> Vec<u8> {
+        let wire = EnvelopeWire {
+            format_version: FORMAT_VERSION,
+            id: *self.id.as_bytes(),
+            kind: &self.kind,
+            aggregate_type: self.aggregate.kind.as_str(),
+            aggregate_id: &self.aggregate.id,
+            aggregate_version: self.aggregate_version,
+            previous_hash: self.previous_hash,
+            recorded_at_micros: self.recorded_at_micros,
+            actor: (&self.actor.principal, &self.actor.authentication),
+            correlation_id: &self.correlation_id,
+            key_id: &self.key_id,
+            body: &self.body,
+        };
+        // Encoding into a Vec fails only on a serializer bug: every field has a
+        // MessagePack representation.
+        rmp_serde::to_vec(&wire).expect("envelope encodes")
+    }
+
+    /// Decodes signed bytes, rejecting anything that does not re-encode to the same bytes.
+    pub fn from_signed_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let wire: EnvelopeWire<'_> = decode_exact(bytes)?;
+        if wire.format_version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedFormat(wire.format_version));
+        }
+        let kind = AggregateType::parse(wire.aggregate_type)
+            .ok_or_else(|| DecodeError::UnknownAggregateType(wire.aggregate_type.to_owned()))?;
+        let event = Event {
+            id: Uuid::from_bytes(wire.id),
+            kind: wire.kind.to_owned(),
+            aggregate: Aggregate { kind, id: wire.aggregate_id.to_owned() },
+            aggregate_version: wire.aggregate_version,
+            previous_hash: wire.previous_hash,
+            recorded_at_micros: wire.recorded_at_micros,
+            actor: Actor {
+                principal: wire.actor.0.to_owned(),
+                authentication: wire.actor.1.to_owned(),
+            },
+            correlation_id: wire.correlation_id.to_owned(),
+            key_id: wire.key_id.to_owned(),
+            body: wire.body.to_vec(),
+        };
+        if event.to_signed_bytes() != bytes {
+            return Err(DecodeError::NonCanonical);
+        }
+        Ok(event)
+    }
+}
+
+/// A signed event as stored in a stream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub signed: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+impl Frame {
+    /// Encodes the stored message payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = FrameWire { signed: &self.signed, signature: self.signature };
+        rmp_serde::to_vec(&wire).expect("frame encodes")
+    }
+
+    /// Decodes a stored message payload; the envelope inside is not decoded yet.
+    pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+        let wire: FrameWire<'_> = decode_exact(bytes)?;
+        let frame = Frame { signed: wire.signed.to_vec(), signature: wire.signature };
+        if frame.encode() != bytes {
+            return Err(DecodeError::NonCanonical);
+        }
+        Ok(frame)
+    }
+
+    /// Returns the event hash: SHA-256 of the signed bytes.
+    pub fn hash(&self) -> EventHash {
+        Sha256::digest(&self.signed).into()
+    }
+}
+
+/// Decodes one MessagePack value. Callers re-encode the value and compare, which
+/// also rejects trailing bytes.
+pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Encodes a body or record as a MessagePack array.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).expect("value encodes")
+}

@@ -1,0 +1,124 @@
+//! Secret names, the NATS subjects derived from aggregate ids, and the file names
+//! agents derive from secret names.
+//!
+//! One rule decides whether a name is valid, so the API, the CLI and the agent
+//! accept or reject the same names with the same message.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::NameError;
+use crate::event::AggregateType;
+
+/// Prefix of every event subject: `watchword.ev.<aggregate-type>.<token>`.
+pub const EVENT_SUBJECT_PREFIX: &str = "watchword.ev";
+
+/// Maximum length of a secret name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Maximum length of a file name on the file systems agents write to (ext4, xfs, tmpfs).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Returns the subject token of an aggregate id: lowercase hex SHA-256 of its UTF-8 bytes.
+///
+/// Any id (dots, spaces, slashes, wildcards, unicode) maps to a valid NATS token,
+/// and distinct ids map to distinct tokens unless SHA-256 collides.
+pub fn subject_token(aggregate_id: &str) -> String {
+    hex::encode(Sha256::digest(aggregate_id.as_bytes()))
+}
+
+/// Returns the subject carrying the events of one aggregate.
+pub fn event_subject(kind: AggregateType, aggregate_id: &str) -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.{}.{}", kind.as_str(), subject_token(aggregate_id))
+}
+
+/// Checks a secret name: 1 to 255 bytes of UTF-8 with no control character, whose
+/// file name (see [`file_name`]) fits in 255 bytes.
+pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
+    }
+    if let Some(position) = name.chars().position(char::is_control) {
+        return Err(NameError::ControlCharacter { position });
+    }
+    let encoded = encode_file_name(name);
+    if encoded.len() > MAX_FILE_NAME_BYTES {
+        return Err(NameError::FileNameTooLong { bytes: encoded.len(), max: MAX_FILE_NAME_BYTES });
+    }
+    Ok(())
+}
+
+/// Returns the file name an agent writes a secret to, inside its target directory.
+///
+/// Bytes outside `A-Z a-z 0-9 - _ . @ + = , ~ :` become `%XX` (uppercase hex), and so
+/// does a leading `.`. The mapping is injective, the result never contains `/`, is
+/// never `.` or `..` and never starts with `.`, so it cannot leave the directory and
+/// cannot collide with an agent's own dot-files.
+pub fn file_name(name: &str) -> Result<String, NameError> {
+    validate_secret_name(name)?;
+    Ok(encode_file_name(name))
+}
+
+fn encode_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (index, byte) in name.bytes().enumerate() {
+        let keep = byte.is_ascii_alphanumeric() || b"-_.@+=,~:".contains(&byte);
+        if keep && !(index == 0 && byte == b'.') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_escapes_path_syntax() {
+        assert_eq!(file_name("db/password").unwrap(), "db%2Fpassword");
+        assert_eq!(file_name("..").unwrap(), "%2E.");
+        assert_eq!(file_name(".env").unwrap(), "%2Eenv");
+        assert_eq!(file_name("100%").unwrap(), "100%25");
+        assert_eq!(file_name("a b").unwrap(), "a%20b");
+        assert_eq!(file_name("x\\y").unwrap(), "x%5Cy");
+        assert_eq!(file_name("é").unwrap(), "%C3%A9");
+        assert_eq!(file_name("app@prod:key").unwrap(), "app@prod:key");
+    }
+
+    #[test]
+    fn file_name_is_injective_on_escapes() {
+        assert_ne!(file_name("a/b").unwrap(), file_name("a%2Fb").unwrap());
+        assert_ne!(file_name(".a").unwrap(), file_name("%2Ea").unwrap());
+    }
+
+    #[test]
+    fn invalid_names_rejected() {
+        assert!(matches!(validate_secret_name(""), Err(NameError::Empty)));
+        assert!(matches!(validate_secret_name("a\nb"), Err(NameError::ControlCharacter { position: 1 })));
+        assert!(matches!(validate_secret_name("\u{7f}"), Err(NameError::ControlCharacter { .. })));
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        assert!(matches!(validate_secret_name(&long), Err(NameError::TooLong { .. })));
+        let wide = "/".repeat(100);
+        assert!(matches!(validate_secret_name(&wide), Err(NameError::FileNameTooLong { bytes: 300, .. })));
+    }
+
+    #[test]
+    fn max_length_name_accepted() {
+        assert!(validate_secret_name(&"a".repeat(MAX_NAME_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn subject_token_is_a_single_token() {
+        for id in ["a.b", "a b", "*", ">", "x/y", "ü"] {
+            let token = subject_token(id);
+            assert_eq!(token.len(), 64);
+            assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(subject_token("a.b"), subject_token("a_b"));
+    }
+}

@@ -22,6 +22,8 @@ pub enum DecodeError {
 pub enum NameError {
     #[error("invalid secret name: the name is empty")]
     Empty,
+    #[error("invalid secret name: \".\" and \"..\" are reserved as URL path segments; add another character")]
+    DotSegment,
     #[error("invalid secret name: {bytes} bytes long, the maximum is {max} bytes of UTF-8")]
     TooLong { bytes: usize, max: usize },
     #[error("invalid secret name: control character at character {position}; use printable characters only")]

@@ -145,7 +145,7 @@ impl Event {
 
     /// Decodes signed bytes, rejecting anything that does not re-encode to the same bytes.
     pub fn from_signed_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
-        let wire: EnvelopeWire<'_> = decode_exact(bytes)?;
+        let wire: EnvelopeWire<'_> = decode_exact(bytes).map_err(|error| unsupported_format(bytes).unwrap_or(error))?;
         if wire.format_version != FORMAT_VERSION {
             return Err(DecodeError::UnsupportedFormat(wire.format_version));
         }
@@ -158,10 +158,7 @@ impl Event {
             aggregate_version: wire.aggregate_version,
             previous_hash: wire.previous_hash,
             recorded_at_micros: wire.recorded_at_micros,
-            actor: Actor {
-                principal: wire.actor.0.to_owned(),
-                authentication: wire.actor.1.to_owned(),
-            },
+            actor: Actor { principal: wire.actor.0.to_owned(), authentication: wire.actor.1.to_owned() },
             correlation_id: wire.correlation_id.to_owned(),
             key_id: wire.key_id.to_owned(),
             body: wire.body.to_vec(),
@@ -200,6 +197,46 @@ impl Frame {
     /// Returns the event hash: SHA-256 of the signed bytes.
     pub fn hash(&self) -> EventHash {
         Sha256::digest(&self.signed).into()
+    }
+}
+
+/// Returns [`DecodeError::UnsupportedFormat`] if `bytes` are an array whose first
+/// element is a format version other than this one.
+///
+/// A later format version may change the envelope's length or element types, so an
+/// envelope that fails to decode as version 1 is probed for its version alone: the
+/// reader then reports "upgrade" rather than "malformed". Skipping the other
+/// elements recurses once per nesting level, so the depth is capped: rmp-serde's
+/// default of 1024 levels overflowed a 2 MiB test thread's stack in a debug build.
+fn unsupported_format(bytes: &[u8]) -> Option<DecodeError> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(32);
+    let FormatVersionProbe(version) = FormatVersionProbe::deserialize(&mut deserializer).ok()?;
+    (version != FORMAT_VERSION).then_some(DecodeError::UnsupportedFormat(version))
+}
+
+/// The first element of an envelope array of any format version, with the rest skipped.
+struct FormatVersionProbe(u8);
+
+impl<'de> Deserialize<'de> for FormatVersionProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(FormatVersionVisitor)
+    }
+}
+
+struct FormatVersionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FormatVersionVisitor {
+    type Value = FormatVersionProbe;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("an envelope array that starts with its format version")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let version = seq.next_element::<u8>()?.ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(FormatVersionProbe(version))
     }
 }
 

@@ -136,10 +136,7 @@ fn check_chain(view: &impl StateView, event: &Event) -> Result<(), FoldError> {
         });
     }
     if event.previous_hash != last_hash {
-        return Err(FoldError::ChainBroken {
-            aggregate: event.aggregate.clone(),
-            version: event.aggregate_version,
-        });
+        return Err(FoldError::ChainBroken { aggregate: event.aggregate.clone(), version: event.aggregate_version });
     }
     Ok(())
 }

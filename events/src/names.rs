@@ -31,11 +31,18 @@ pub fn event_subject(kind: AggregateType, aggregate_id: &str) -> String {
     format!("{EVENT_SUBJECT_PREFIX}.{}.{}", kind.as_str(), subject_token(aggregate_id))
 }
 
-/// Checks a secret name: 1 to 255 bytes of UTF-8 with no control character, whose
-/// file name (see [`file_name`]) fits in 255 bytes.
+/// Checks a secret name: 1 to 255 bytes of UTF-8 with no control character, not
+/// `.` or `..`, whose file name (see [`file_name`]) fits in 255 bytes.
+///
+/// `.` and `..` are rejected because HTTP clients resolve them as dot segments of
+/// the URL path (RFC 3986, section 5.2.4), even percent-encoded, so no client could
+/// address them.
 pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::DotSegment);
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
@@ -81,7 +88,7 @@ mod tests {
     #[test]
     fn file_name_escapes_path_syntax() {
         assert_eq!(file_name("db/password").unwrap(), "db%2Fpassword");
-        assert_eq!(file_name("..").unwrap(), "%2E.");
+        assert_eq!(file_name("...").unwrap(), "%2E..");
         assert_eq!(file_name(".env").unwrap(), "%2Eenv");
         assert_eq!(file_name("100%").unwrap(), "100%25");
         assert_eq!(file_name("a b").unwrap(), "a%20b");
@@ -99,6 +106,8 @@ mod tests {
     #[test]
     fn invalid_names_rejected() {
         assert!(matches!(validate_secret_name(""), Err(NameError::Empty)));
+        assert!(matches!(validate_secret_name("."), Err(NameError::DotSegment)));
+        assert!(matches!(validate_secret_name(".."), Err(NameError::DotSegment)));
         assert!(matches!(validate_secret_name("a\nb"), Err(NameError::ControlCharacter { position: 1 })));
         assert!(matches!(validate_secret_name("\u{7f}"), Err(NameError::ControlCharacter { .. })));
         let long = "a".repeat(MAX_NAME_BYTES + 1);

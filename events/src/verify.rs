@@ -78,10 +78,11 @@ pub fn verify_message(
 
 fn signer_key(view: &impl StateView, roots: &RootKeys, event: &Event) -> Result<VerifyingKey, VerifyError> {
     if event.kind == KIND_SIGNING_KEY_CERTIFIED {
-        return roots.keys.get(&event.key_id).copied().ok_or_else(|| VerifyError::RootKeyRequired {
-            kind: event.kind.clone(),
-            key_id: event.key_id.clone(),
-        });
+        return roots
+            .keys
+            .get(&event.key_id)
+            .copied()
+            .ok_or_else(|| VerifyError::RootKeyRequired { kind: event.kind.clone(), key_id: event.key_id.clone() });
     }
     let unknown = || VerifyError::UnknownKey { key_id: event.key_id.clone() };
     let state = view.signing_key(&event.key_id)?.ok_or_else(unknown)?;

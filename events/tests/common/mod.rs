@@ -1,0 +1,331 @@
+//! Helpers shared by the integration tests: fixed keys, a writer that chains and
+//! signs events the way the server does, and an independent MessagePack encoder
+//! written from `FORMAT.md`.
+//!
+//! Everything here is deterministic: keys come from fixed seeds, event ids and
+//! times from the stream sequence, so a failing test reproduces exactly.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use watchword_events::body::{
+    DataKeyRef, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, SealedContent, SecretVersionAdded,
+    SigningKeyCertified, encode_body,
+};
+use watchword_events::error::ApplyError;
+use watchword_events::event::Event;
+use watchword_events::fold::{MemoryState, apply_message};
+use watchword_events::readmodel::StoredMessage;
+use watchword_events::verify::{RecordedEvent, RootKeys, key_id, sign};
+use watchword_events::{Actor, Aggregate, EventHash, ZERO_HASH};
+
+/// Seed of the trusted root key (the HSM root key in production).
+pub const ROOT_SEED: [u8; 32] = [0x11; 32];
+
+/// Seed of the in-process signing key that the root key certifies.
+pub const SIGNER_SEED: [u8; 32] = [0x22; 32];
+
+/// Seed of a third key, uncertified unless a test certifies it.
+pub const STRANGER_SEED: [u8; 32] = [0x33; 32];
+
+/// Recorded time of sequence 0: 2026-01-01T00:00:00Z in microseconds.
+pub const BASE_MICROS: i64 = 1_767_225_600_000_000;
+
+pub fn root_key() -> SigningKey {
+    SigningKey::from_bytes(&ROOT_SEED)
+}
+
+pub fn signer_key() -> SigningKey {
+    SigningKey::from_bytes(&SIGNER_SEED)
+}
+
+pub fn stranger_key() -> SigningKey {
+    SigningKey::from_bytes(&STRANGER_SEED)
+}
+
+/// Returns the key id of a key pair, as it appears in envelopes.
+pub fn id_of(key: &SigningKey) -> String {
+    key_id(&key.verifying_key().to_bytes())
+}
+
+/// Returns the verifier's trust anchor: the root key alone.
+pub fn roots() -> RootKeys {
+    RootKeys::new(&[root_key().verifying_key().to_bytes()]).expect("the root key is a valid point")
+}
+
+/// Returns a version 7 UUID whose timestamp and counter derive from `sequence`.
+pub fn event_id(sequence: u64) -> uuid::Uuid {
+    let millis = (BASE_MICROS / 1000) as u64 + sequence * 1000;
+    let mut counter = [0u8; 10];
+    counter[2..].copy_from_slice(&sequence.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(millis, &counter).into_uuid()
+}
+
+pub fn certified_body(key: &SigningKey) -> Vec<u8> {
+    encode_body(&SigningKeyCertified { algorithm: "ed25519".to_owned(), public_key: key.verifying_key().to_bytes() })
+}
+
+/// Returns a body whose bytes derive from `content_version`. The ciphertext is
+/// filler, not a real AES-GCM encryption.
+pub fn version_added(content_version: u64) -> SecretVersionAdded {
+    let fill = content_version as u8;
+    SecretVersionAdded {
+        version: content_version,
+        content: SealedContent { nonce: [fill; 12], ciphertext: vec![fill ^ 0xa5; 21] },
+        data_key: DataKeyRef {
+            kek_id: "test-kek".to_owned(),
+            store_key: format!("dk/{content_version}"),
+            wrapped_sha256: [fill; 32],
+        },
+        size: 5,
+        mode: Some(0o440),
+    }
+}
+
+pub fn version_added_body(content_version: u64) -> Vec<u8> {
+    encode_body(&version_added(content_version))
+}
+
+/// One stored stream message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub sequence: u64,
+    pub hash: EventHash,
+}
+
+impl Message {
+    pub fn stored(&self) -> StoredMessage<'_> {
+        StoredMessage { subject: &self.subject, payload: &self.payload, sequence: self.sequence }
+    }
+}
+
+/// Signs `event` with `key` and frames it as the message at `sequence`.
+pub fn seal(event: &Event, key: &SigningKey, sequence: u64) -> Message {
+    let frame = sign(event, key);
+    Message { subject: event.aggregate.subject(), payload: frame.encode(), sequence, hash: frame.hash() }
+}
+
+/// A stream writer: numbers sequences from 1, and gives each event of an
+/// aggregate the next version and the hash of the aggregate's previous event.
+#[derive(Debug, Default)]
+pub struct Stream {
+    pub messages: Vec<Message>,
+    heads: BTreeMap<Aggregate, (u64, EventHash)>,
+    content_versions: BTreeMap<String, u64>,
+}
+
+impl Stream {
+    /// Returns a stream whose first message certifies the signer key.
+    pub fn bootstrapped() -> Stream {
+        let mut stream = Stream::default();
+        stream.certify(&signer_key());
+        stream
+    }
+
+    pub fn next_sequence(&self) -> u64 {
+        self.messages.len() as u64 + 1
+    }
+
+    /// Builds the next event of `aggregate`, correctly chained, without recording it.
+    pub fn next_event(&self, aggregate: Aggregate, kind: &str, key: &SigningKey, body: Vec<u8>) -> Event {
+        let (version, previous_hash) = self.heads.get(&aggregate).copied().unwrap_or((0, ZERO_HASH));
+        let sequence = self.next_sequence();
+        Event {
+            id: event_id(sequence),
+            kind: kind.to_owned(),
+            aggregate,
+            aggregate_version: version + 1,
+            previous_hash,
+            recorded_at_micros: BASE_MICROS + sequence as i64 * 1_000_000,
+            actor: Actor { principal: "operator:alice".to_owned(), authentication: "mtls".to_owned() },
+            correlation_id: format!("req-{sequence}"),
+            key_id: id_of(key),
+            body,
+        }
+    }
+
+    /// Signs `event` as the next message without recording it.
+    pub fn seal_next(&self, event: &Event, key: &SigningKey) -> Message {
+        seal(event, key, self.next_sequence())
+    }
+
+    /// Signs `event`, appends it and advances its aggregate's head.
+    pub fn push(&mut self, event: &Event, key: &SigningKey) -> Message {
+        let message = self.seal_next(event, key);
+        self.heads.insert(event.aggregate.clone(), (event.aggregate_version, message.hash));
+        self.messages.push(message.clone());
+        message
+    }
+
+    /// Appends a certification of `key`, signed by the root key.
+    pub fn certify(&mut self, key: &SigningKey) -> Message {
+        let root = root_key();
+        let event = self.next_event(
+            Aggregate::signing_key(&id_of(key)),
+            KIND_SIGNING_KEY_CERTIFIED,
+            &root,
+            certified_body(key),
+        );
+        self.push(&event, &root)
+    }
+
+    /// Builds the next content version of secret `name`, signed by `key`, without recording it.
+    pub fn next_version_event(&self, name: &str, key: &SigningKey) -> Event {
+        let content_version = self.content_versions.get(name).copied().unwrap_or(0) + 1;
+        self.next_event(Aggregate::secret(name), KIND_SECRET_VERSION_ADDED, key, version_added_body(content_version))
+    }
+
+    /// Appends the next content version of secret `name`, signed by `key`.
+    pub fn add_version_signed(&mut self, name: &str, key: &SigningKey) -> Message {
+        let event = self.next_version_event(name, key);
+        *self.content_versions.entry(name.to_owned()).or_insert(0) += 1;
+        self.push(&event, key)
+    }
+
+    /// Appends the next content version of secret `name`, signed by the signer key.
+    pub fn add_version(&mut self, name: &str) -> Message {
+        self.add_version_signed(name, &signer_key())
+    }
+
+    pub fn stored(&self) -> Vec<StoredMessage<'_>> {
+        self.messages.iter().map(Message::stored).collect()
+    }
+
+    /// Applies every message to a fresh in-memory state, panicking on the first error.
+    pub fn memory_state(&self) -> MemoryState {
+        let mut state = MemoryState::default();
+        for message in &self.messages {
+            apply_message(&mut state, &roots(), &message.subject, &message.payload, message.sequence)
+                .unwrap_or_else(|error| panic!("sequence {} does not apply: {error}", message.sequence));
+        }
+        state
+    }
+}
+
+/// Verifies `message` against `state` and applies it there.
+pub fn apply_to(state: &mut MemoryState, message: &Message) -> Result<RecordedEvent, ApplyError> {
+    apply_message(state, &roots(), &message.subject, &message.payload, message.sequence)
+}
+
+/// Applies `message`, expects an error and checks that the state did not change.
+pub fn rejection(state: &mut MemoryState, message: &Message) -> ApplyError {
+    let before = state.clone();
+    let error = match apply_to(state, message) {
+        Ok(recorded) => panic!("sequence {} applied, expected an error: {recorded:?}", message.sequence),
+        Err(error) => error,
+    };
+    assert_eq!(*state, before, "a rejected message changed the state: {error}");
+    error
+}
+
+/// An encoder written from `FORMAT.md` alone, without serde, so that a test can
+/// check the specification against `rmp-serde` and build non-canonical variants.
+pub mod msgpack {
+    use watchword_events::body::{SecretVersionAdded, SigningKeyCertified};
+    use watchword_events::event::Event;
+
+    pub fn array_header(len: usize) -> Vec<u8> {
+        match len {
+            0..=15 => vec![0x90 | len as u8],
+            16..=0xffff => [&[0xdc][..], &(len as u16).to_be_bytes()].concat(),
+            _ => [&[0xdd][..], &(len as u32).to_be_bytes()].concat(),
+        }
+    }
+
+    pub fn array(elements: &[Vec<u8>]) -> Vec<u8> {
+        [array_header(elements.len()), elements.concat()].concat()
+    }
+
+    pub fn uint(value: u64) -> Vec<u8> {
+        match value {
+            0..=0x7f => vec![value as u8],
+            0x80..=0xff => vec![0xcc, value as u8],
+            0x100..=0xffff => [&[0xcd][..], &(value as u16).to_be_bytes()].concat(),
+            0x1_0000..=0xffff_ffff => [&[0xce][..], &(value as u32).to_be_bytes()].concat(),
+            _ => [&[0xcf][..], &value.to_be_bytes()].concat(),
+        }
+    }
+
+    /// Encodes a signed integer: a non-negative value exactly as [`uint`].
+    pub fn int(value: i64) -> Vec<u8> {
+        match value {
+            0.. => uint(value as u64),
+            -32..=-1 => vec![value as u8],
+            -128..=-33 => vec![0xd0, value as u8],
+            -32768..=-129 => [&[0xd1][..], &(value as i16).to_be_bytes()].concat(),
+            -2_147_483_648..=-32769 => [&[0xd2][..], &(value as i32).to_be_bytes()].concat(),
+            _ => [&[0xd3][..], &value.to_be_bytes()].concat(),
+        }
+    }
+
+    pub fn str(value: &str) -> Vec<u8> {
+        let len = value.len();
+        let header = match len {
+            0..=31 => vec![0xa0 | len as u8],
+            32..=0xff => vec![0xd9, len as u8],
+            0x100..=0xffff => [&[0xda][..], &(len as u16).to_be_bytes()].concat(),
+            _ => [&[0xdb][..], &(len as u32).to_be_bytes()].concat(),
+        };
+        [header, value.as_bytes().to_vec()].concat()
+    }
+
+    pub fn bin(value: &[u8]) -> Vec<u8> {
+        let len = value.len();
+        let header = match len {
+            0..=0xff => vec![0xc4, len as u8],
+            0x100..=0xffff => [&[0xc5][..], &(len as u16).to_be_bytes()].concat(),
+            _ => [&[0xc6][..], &(len as u32).to_be_bytes()].concat(),
+        };
+        [header, value.to_vec()].concat()
+    }
+
+    pub fn nil() -> Vec<u8> {
+        vec![0xc0]
+    }
+
+    /// Returns the twelve encoded elements of an envelope, in order.
+    pub fn envelope_elements(event: &Event) -> Vec<Vec<u8>> {
+        vec![
+            uint(1),
+            bin(event.id.as_bytes()),
+            str(&event.kind),
+            str(event.aggregate.kind.as_str()),
+            str(&event.aggregate.id),
+            uint(event.aggregate_version),
+            bin(&event.previous_hash),
+            int(event.recorded_at_micros),
+            array(&[str(&event.actor.principal), str(&event.actor.authentication)]),
+            str(&event.correlation_id),
+            str(&event.key_id),
+            bin(&event.body),
+        ]
+    }
+
+    pub fn envelope(event: &Event) -> Vec<u8> {
+        array(&envelope_elements(event))
+    }
+
+    pub fn frame(signed: &[u8], signature: &[u8; 64]) -> Vec<u8> {
+        array(&[bin(signed), bin(signature)])
+    }
+
+    pub fn version_added_body(body: &SecretVersionAdded) -> Vec<u8> {
+        let mode = body.mode.map_or_else(nil, |mode| uint(mode.into()));
+        array(&[
+            uint(body.version),
+            array(&[bin(&body.content.nonce), bin(&body.content.ciphertext)]),
+            array(&[str(&body.data_key.kek_id), str(&body.data_key.store_key), bin(&body.data_key.wrapped_sha256)]),
+            uint(body.size),
+            mode,
+        ])
+    }
+
+    pub fn certified_body(body: &SigningKeyCertified) -> Vec<u8> {
+        array(&[str(&body.algorithm), bin(&body.public_key)])
+    }
+}

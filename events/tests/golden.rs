@@ -1,0 +1,478 @@
+//! Golden event files: proof that this build writes the bytes the format specifies
+//! and still reads every stream an earlier release wrote.
+//!
+//! The files under `tests/vectors/` are generated from the fixed inputs below. A
+//! default run only compares, so any change to the encoding fails here. To write
+//! the files after adding a vector, run
+//! `WATCHWORD_BLESS=1 cargo test -p watchword-events --test golden`. Never bless a
+//! change to a file that a release has already shipped.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use watchword_events::body::{
+    DataKeyRef, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, SealedContent, SecretVersionAdded,
+    SigningKeyCertified, content_aad, data_key_aad, decode_body, encode_body,
+};
+use watchword_events::event::Event;
+use watchword_events::fold::{MemoryState, apply_message};
+use watchword_events::readmodel::{ReadModel, StoredMessage};
+use watchword_events::verify::{RootKeys, key_id, sign, verify_message};
+use watchword_events::{Actor, Aggregate, AggregateType, EventHash, Frame, ZERO_HASH};
+
+use common::msgpack;
+
+/// Seed of the golden root key. Never change it: the stored signatures depend on it.
+const ROOT_SEED: [u8; 32] = [0x11; 32];
+
+/// Seed of the golden signing key.
+const SIGNER_SEED: [u8; 32] = [0x22; 32];
+
+/// A secret name with a slash, spaces and characters outside ASCII.
+const SECRET_NAME: &str = "ops team/db password/clé 🔑";
+
+/// Wrapped data keys of the two versions as the data-key store would hold them: filler
+/// bytes of the server's wrapped-key length (12-byte IV, 32-byte key, 16-byte tag).
+const WRAPPED_KEY_1: [u8; 60] = [0x5a; 60];
+const WRAPPED_KEY_2: [u8; 60] = [0x5b; 60];
+
+/// One golden event and the inputs it is built from.
+struct Vector {
+    file: &'static str,
+    description: &'static str,
+    sequence: u64,
+    event: Event,
+    key: SigningKey,
+    /// The wrapped data key that a `secret.version_added` body commits to.
+    wrapped_data_key: Option<&'static [u8]>,
+}
+
+fn root() -> SigningKey {
+    SigningKey::from_bytes(&ROOT_SEED)
+}
+
+fn signer() -> SigningKey {
+    SigningKey::from_bytes(&SIGNER_SEED)
+}
+
+fn id_of(key: &SigningKey) -> String {
+    key_id(&key.verifying_key().to_bytes())
+}
+
+fn uuid(text: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(text).expect("a literal UUID")
+}
+
+fn hash_of(event: &Event) -> EventHash {
+    Sha256::digest(event.to_signed_bytes()).into()
+}
+
+/// Builds the golden events from fixed inputs, chaining each secret event to the one before.
+fn vectors() -> Vec<Vector> {
+    let certification = Event {
+        id: uuid("019b76da-a800-7000-8000-000000000001"),
+        kind: KIND_SIGNING_KEY_CERTIFIED.to_owned(),
+        aggregate: Aggregate::signing_key(&id_of(&signer())),
+        aggregate_version: 1,
+        previous_hash: ZERO_HASH,
+        recorded_at_micros: 1_767_225_600_000_000,
+        actor: Actor { principal: "server:wwd-1".to_owned(), authentication: "hsm".to_owned() },
+        correlation_id: "bootstrap".to_owned(),
+        key_id: id_of(&root()),
+        body: encode_body(&SigningKeyCertified {
+            algorithm: "ed25519".to_owned(),
+            public_key: signer().verifying_key().to_bytes(),
+        }),
+    };
+
+    let first_body = SecretVersionAdded {
+        version: 1,
+        content: SealedContent { nonce: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], ciphertext: (0xa0..0xb5).collect() },
+        data_key: DataKeyRef {
+            kek_id: "kek-2026".to_owned(),
+            store_key: "dk/019b76da-abe8-7000-8000-000000000002".to_owned(),
+            wrapped_sha256: Sha256::digest(WRAPPED_KEY_1).into(),
+        },
+        size: 5,
+        mode: Some(0o440),
+    };
+    let first = Event {
+        id: uuid("019b76da-abe8-7000-8000-000000000002"),
+        kind: KIND_SECRET_VERSION_ADDED.to_owned(),
+        aggregate: Aggregate::secret(SECRET_NAME),
+        aggregate_version: 1,
+        previous_hash: ZERO_HASH,
+        recorded_at_micros: 1_767_225_601_000_000,
+        actor: Actor { principal: "operator:alice".to_owned(), authentication: "mtls".to_owned() },
+        correlation_id: "req-0001".to_owned(),
+        key_id: id_of(&signer()),
+        body: encode_body(&first_body),
+    };
+
+    let second_body = SecretVersionAdded {
+        version: 2,
+        content: SealedContent {
+            nonce: [0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb],
+            ciphertext: (0xc0..0xd7).collect(),
+        },
+        data_key: DataKeyRef {
+            kek_id: "kek-2026".to_owned(),
+            store_key: "dk/019b76da-afd0-7000-8000-000000000003".to_owned(),
+            wrapped_sha256: Sha256::digest(WRAPPED_KEY_2).into(),
+        },
+        size: 7,
+        mode: None,
+    };
+    let second = Event {
+        id: uuid("019b76da-afd0-7000-8000-000000000003"),
+        aggregate_version: 2,
+        previous_hash: hash_of(&first),
+        recorded_at_micros: 1_767_225_602_000_000,
+        actor: Actor { principal: "deploy:oneops".to_owned(), authentication: "mtls".to_owned() },
+        correlation_id: "deployment-7".to_owned(),
+        body: encode_body(&second_body),
+        ..first.clone()
+    };
+
+    vec![
+        Vector {
+            file: "01-signing-key-certified.json",
+            description: "The root key certifies the signing key; first event of the signing key's aggregate.",
+            sequence: 1,
+            event: certification,
+            key: root(),
+            wrapped_data_key: None,
+        },
+        Vector {
+            file: "02-secret-version-added-first.json",
+            description: "First content version of a secret whose name has a slash, spaces and non-ASCII \
+                          characters; signed by the certified signing key.",
+            sequence: 2,
+            event: first,
+            key: signer(),
+            wrapped_data_key: Some(&WRAPPED_KEY_1),
+        },
+        Vector {
+            file: "03-secret-version-added-second.json",
+            description: "Second content version of the same secret, chained to the first; no file mode.",
+            sequence: 3,
+            event: second,
+            key: signer(),
+            wrapped_data_key: Some(&WRAPPED_KEY_2),
+        },
+    ]
+}
+
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
+
+fn blessing() -> bool {
+    std::env::var_os("WATCHWORD_BLESS").is_some_and(|value| value == "1")
+}
+
+fn key_json(seed: &[u8; 32]) -> Value {
+    let key = SigningKey::from_bytes(seed);
+    json!({
+        "seed_hex": hex::encode(seed),
+        "public_key_hex": hex::encode(key.verifying_key().to_bytes()),
+        "key_id": id_of(&key),
+    })
+}
+
+fn keys_document() -> Value {
+    json!({
+        "description": "Test keys of the golden vectors. Ed25519 signatures are deterministic (RFC 8032), \
+                        so these seeds reproduce every stored signature. Verifiers trust the root key alone.",
+        "root": key_json(&ROOT_SEED),
+        "signer": key_json(&SIGNER_SEED),
+    })
+}
+
+/// Returns the envelope fields of `event` as they appear in a vector file.
+fn event_json(event: &Event) -> Value {
+    json!({
+        "format_version": 1,
+        "id": event.id.to_string(),
+        "kind": event.kind,
+        "aggregate_type": event.aggregate.kind.as_str(),
+        "aggregate_id": event.aggregate.id,
+        "aggregate_version": event.aggregate_version,
+        "previous_hash_hex": hex::encode(event.previous_hash),
+        "recorded_at_micros": event.recorded_at_micros,
+        "actor": { "principal": event.actor.principal, "authentication": event.actor.authentication },
+        "correlation_id": event.correlation_id,
+        "key_id": event.key_id,
+        "body_hex": hex::encode(&event.body),
+    })
+}
+
+/// Returns the decoded body of `event` as it appears in a vector file.
+fn body_json(event: &Event) -> Value {
+    match event.kind.as_str() {
+        KIND_SIGNING_KEY_CERTIFIED => {
+            let body: SigningKeyCertified = decode_body(&event.body).expect("a certification body");
+            json!({ "algorithm": body.algorithm, "public_key_hex": hex::encode(body.public_key) })
+        }
+        KIND_SECRET_VERSION_ADDED => {
+            let body: SecretVersionAdded = decode_body(&event.body).expect("a version_added body");
+            json!({
+                "version": body.version,
+                "content": {
+                    "nonce_hex": hex::encode(body.content.nonce),
+                    "ciphertext_hex": hex::encode(&body.content.ciphertext),
+                },
+                "data_key": {
+                    "kek_id": body.data_key.kek_id,
+                    "store_key": body.data_key.store_key,
+                    "wrapped_sha256_hex": hex::encode(body.data_key.wrapped_sha256),
+                },
+                "size": body.size,
+                "mode": body.mode,
+            })
+        }
+        other => panic!("no golden body layout for kind {other}"),
+    }
+}
+
+fn vector_document(vector: &Vector) -> Value {
+    let frame = sign(&vector.event, &vector.key);
+    let event = &vector.event;
+    let mut document = json!({
+        "description": vector.description,
+        "subject": event.aggregate.subject(),
+        "sequence": vector.sequence,
+        "payload_hex": hex::encode(frame.encode()),
+        "signed_hex": hex::encode(&frame.signed),
+        "signature_hex": hex::encode(frame.signature),
+        "hash_hex": hex::encode(frame.hash()),
+        "event": event_json(event),
+        "body": body_json(event),
+    });
+    if let Some(wrapped) = vector.wrapped_data_key {
+        let name = &event.aggregate.id;
+        document["wrapped_data_key_hex"] = json!(hex::encode(wrapped));
+        document["content_aad_hex"] = json!(hex::encode(content_aad(name, event.aggregate_version)));
+        document["data_key_aad_hex"] = json!(hex::encode(data_key_aad(name, event.aggregate_version)));
+    }
+    document
+}
+
+fn read_json(path: &Path) -> Value {
+    bless_if_requested();
+    let text = fs::read_to_string(path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("parse {}: {error}", path.display()))
+}
+
+fn write_json(path: &Path, value: &Value) {
+    let text = serde_json::to_string_pretty(value).expect("JSON encodes") + "\n";
+    fs::write(path, text).unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
+}
+
+/// Writes every vector file once per test run if `WATCHWORD_BLESS=1`, before any
+/// test reads one.
+fn bless_if_requested() {
+    static BLESS: Once = Once::new();
+    if !blessing() {
+        return;
+    }
+    BLESS.call_once(|| {
+        write_json(&vectors_dir().join("keys.json"), &keys_document());
+        for vector in vectors() {
+            write_json(&vectors_dir().join(vector.file), &vector_document(&vector));
+        }
+    });
+}
+
+/// Compares `expected` with the stored file, field by field, so that a failure names
+/// the first field that differs.
+fn check_stored(path: &Path, expected: &Value) {
+    let stored = read_json(path);
+    let file = path.file_name().expect("a file name").to_string_lossy();
+    if let (Some(stored_payload), Some(expected_payload)) = (stored.get("payload_hex"), expected.get("payload_hex")) {
+        assert_eq!(stored_payload, expected_payload, "{file}: this build encodes the event differently");
+    }
+
+    let expected_fields = expected.as_object().expect("a JSON object");
+    let stored_fields = stored.as_object().unwrap_or_else(|| panic!("{file} does not hold a JSON object"));
+    for (field, value) in expected_fields {
+        assert_eq!(stored_fields.get(field), Some(value), "{file}: field {field}");
+    }
+    for field in stored_fields.keys() {
+        assert!(expected_fields.contains_key(field), "{file}: unexpected field {field}");
+    }
+}
+
+fn hex_field(document: &Value, field: &str) -> Vec<u8> {
+    let text = document[field].as_str().unwrap_or_else(|| panic!("field {field} is not a string"));
+    hex::decode(text).unwrap_or_else(|error| panic!("field {field} is not hex: {error}"))
+}
+
+/// Returns every stored event vector, in file-name order, which is stream order.
+fn stored_vectors() -> Vec<(String, Value)> {
+    bless_if_requested();
+    let mut names: Vec<String> = fs::read_dir(vectors_dir())
+        .expect("tests/vectors exists")
+        .map(|entry| entry.expect("directory entry").file_name().into_string().expect("UTF-8 file name"))
+        .filter(|name| name.ends_with(".json") && name != "keys.json")
+        .collect();
+    names.sort();
+    names.into_iter().map(|name| (name.clone(), read_json(&vectors_dir().join(name)))).collect()
+}
+
+/// Returns the root keys named in the stored `keys.json`.
+fn stored_roots() -> RootKeys {
+    let keys = read_json(&vectors_dir().join("keys.json"));
+    let public_key: [u8; 32] = hex::decode(keys["root"]["public_key_hex"].as_str().expect("root public key"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    RootKeys::new(&[public_key]).expect("a valid root key")
+}
+
+#[test]
+fn encoder_matches_stored_vectors() {
+    check_stored(&vectors_dir().join("keys.json"), &keys_document());
+    for vector in vectors() {
+        check_stored(&vectors_dir().join(vector.file), &vector_document(&vector));
+    }
+}
+
+#[test]
+fn stored_vectors_verify_and_fold() {
+    let roots = stored_roots();
+    let mut state = MemoryState::default();
+
+    for (name, document) in stored_vectors() {
+        let payload = hex_field(&document, "payload_hex");
+        let subject = document["subject"].as_str().expect("subject");
+        let sequence = document["sequence"].as_u64().expect("sequence");
+
+        let frame = Frame::decode(&payload).unwrap_or_else(|error| panic!("{name}: frame: {error}"));
+        assert_eq!(frame.signed, hex_field(&document, "signed_hex"), "{name}: signed bytes");
+        assert_eq!(frame.signature.to_vec(), hex_field(&document, "signature_hex"), "{name}: signature");
+        assert_eq!(frame.hash().to_vec(), hex_field(&document, "hash_hex"), "{name}: event hash");
+
+        let event = Event::from_signed_bytes(&frame.signed).unwrap_or_else(|error| panic!("{name}: envelope: {error}"));
+        assert_eq!(event_json(&event), document["event"], "{name}: envelope fields");
+        assert_eq!(body_json(&event), document["body"], "{name}: body fields");
+
+        let recorded = verify_message(&state, &roots, subject, &payload, sequence)
+            .unwrap_or_else(|error| panic!("{name}: verify: {error}"));
+        assert_eq!(recorded.hash.to_vec(), hex_field(&document, "hash_hex"), "{name}: verified hash");
+
+        apply_message(&mut state, &roots, subject, &payload, sequence)
+            .unwrap_or_else(|error| panic!("{name}: apply: {error}"));
+    }
+
+    let secret = state.secrets.get(SECRET_NAME).expect("the golden secret exists");
+    assert_eq!(secret.current.version, 2);
+    assert_eq!(secret.revision, 2);
+    assert_eq!(secret.sequence, 3);
+    assert_eq!(secret.current.mode, None);
+    assert!(state.signing_keys.contains_key(&id_of(&signer())));
+}
+
+#[test]
+fn stored_aad_and_commitments_match() {
+    for (name, document) in stored_vectors() {
+        if document["event"]["kind"] != KIND_SECRET_VERSION_ADDED {
+            continue;
+        }
+        let secret = document["event"]["aggregate_id"].as_str().expect("aggregate id");
+        let version = document["event"]["aggregate_version"].as_u64().expect("aggregate version");
+        assert_eq!(content_aad(secret, version), hex_field(&document, "content_aad_hex"), "{name}: content AAD");
+        assert_eq!(data_key_aad(secret, version), hex_field(&document, "data_key_aad_hex"), "{name}: data key AAD");
+
+        let wrapped = hex_field(&document, "wrapped_data_key_hex");
+        let commitment = document["body"]["data_key"]["wrapped_sha256_hex"].as_str().expect("commitment");
+        assert_eq!(hex::encode(Sha256::digest(wrapped)), commitment, "{name}: wrapped key commitment");
+    }
+}
+
+#[test]
+fn stored_vectors_project_into_redb() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let model = ReadModel::open(&dir.path().join("read-model.redb"), 1 << 20).expect("open read model");
+    let roots = stored_roots();
+    let documents = stored_vectors();
+    let payloads: Vec<Vec<u8>> = documents.iter().map(|(_, document)| hex_field(document, "payload_hex")).collect();
+
+    let messages: Vec<StoredMessage<'_>> = documents
+        .iter()
+        .zip(&payloads)
+        .map(|((_, document), payload)| StoredMessage {
+            subject: document["subject"].as_str().expect("subject"),
+            payload,
+            sequence: document["sequence"].as_u64().expect("sequence"),
+        })
+        .collect();
+    let outcome = model.apply_batch(&roots, &messages).expect("the golden stream applies");
+    assert_eq!(outcome.applied.len(), documents.len());
+
+    let mut memory = MemoryState::default();
+    for message in &messages {
+        apply_message(&mut memory, &roots, message.subject, message.payload, message.sequence).expect("applies");
+    }
+    assert_eq!(model.snapshot().expect("snapshot"), memory);
+}
+
+#[test]
+fn spec_encoder_matches_rmp_serde() {
+    for vector in vectors() {
+        let event = &vector.event;
+        let frame = sign(event, &vector.key);
+        assert_eq!(msgpack::envelope(event), frame.signed, "{}: envelope", vector.file);
+        assert_eq!(msgpack::frame(&frame.signed, &frame.signature), frame.encode(), "{}: frame", vector.file);
+
+        let body = match event.kind.as_str() {
+            KIND_SIGNING_KEY_CERTIFIED => msgpack::certified_body(&decode_body(&event.body).expect("body")),
+            _ => msgpack::version_added_body(&decode_body(&event.body).expect("body")),
+        };
+        assert_eq!(body, event.body, "{}: body", vector.file);
+    }
+}
+
+#[test]
+fn vectors_use_subjects_from_aggregates() {
+    for vector in vectors() {
+        let aggregate = &vector.event.aggregate;
+        let token = hex::encode(Sha256::digest(aggregate.id.as_bytes()));
+        let expected = format!("watchword.ev.{}.{token}", aggregate.kind.as_str());
+        assert_eq!(aggregate.subject(), expected, "{}", vector.file);
+    }
+    assert_eq!(AggregateType::parse("signing_key"), Some(AggregateType::SigningKey));
+}
+
+/// Returns the bytes of the annotated dump in `FORMAT.md` that follows `marker`.
+///
+/// Each dump line is `OFFSET  BYTES | annotation`. The offsets are checked too, so
+/// a line added or dropped by hand is caught.
+fn format_md_dump(marker: &str) -> Vec<u8> {
+    let spec = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("FORMAT.md")).expect("FORMAT.md");
+    let after_marker = spec.split_once(marker).unwrap_or_else(|| panic!("FORMAT.md has no {marker}")).1;
+    let block = after_marker.split("```").nth(1).expect("a fenced block after the marker");
+
+    let mut bytes = Vec::new();
+    for line in block.lines().skip(1).filter(|line| line.contains('|')) {
+        let (data, _annotation) = line.split_once('|').expect("a | separator");
+        let mut tokens = data.split_whitespace();
+        let offset = usize::from_str_radix(tokens.next().expect("an offset"), 16).expect("a hex offset");
+        assert_eq!(offset, bytes.len(), "FORMAT.md dump line {line:?} has a wrong offset");
+        bytes.extend(tokens.map(|token| u8::from_str_radix(token, 16).expect("a hex byte")));
+    }
+    bytes
+}
+
+#[test]
+fn format_md_dump_matches_vector() {
+    let document = read_json(&vectors_dir().join("02-secret-version-added-first.json"));
+    let dump = format_md_dump("<!-- golden-dump: 02-secret-version-added-first.json -->");
+    assert_eq!(hex::encode(dump), document["payload_hex"].as_str().expect("payload_hex"));
+}

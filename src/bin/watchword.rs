@@ -1,1 +1,6 @@
-fn main(){}
+//! The `watchword` command line; everything is in [`watchword::cli`].
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    watchword::cli::main()
+}

@@ -1,0 +1,120 @@
+//! The agent's target directory: atomic writes and removal of secret files.
+//!
+//! The agent owns every file in the directory whose name does not start with `.`.
+//! Secret file names never start with `.` (see `watchword_events::names::file_name`),
+//! so the agent's own state and temporary files cannot collide with them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Prefix of temporary files; a crash can leave them behind, and start-up removes them.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A directory of secret files.
+#[derive(Debug)]
+pub struct SecretDir {
+    path: PathBuf,
+}
+
+impl SecretDir {
+    /// Opens the directory, creating it with mode 0700 if missing, and removes
+    /// temporary files left by an interrupted write.
+    pub fn open(path: &Path) -> io::Result<SecretDir> {
+        if !path.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        }
+        let dir = SecretDir { path: path.to_owned() };
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `content` to `file_name` atomically with `mode`: a reader sees the old
+    /// file or the new one, never a part, and a crash leaves one of them.
+    ///
+    /// Steps: create a temporary file readable by the owner only, write, fsync, set
+    /// the final mode, rename over the target, fsync the directory.
+    pub fn write(&self, file_name: &str, content: &[u8], mode: u32) -> io::Result<()> {
+        debug_assert!(!file_name.starts_with('.') && !file_name.contains('/'));
+        let temp = self.path.join(format!("{TEMP_PREFIX}{file_name}-{}", uuid::Uuid::now_v7().simple()));
+        let result = write_temp(&temp, content, mode).and_then(|()| fs::rename(&temp, self.path.join(file_name)));
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result?;
+        File::open(&self.path)?.sync_all()
+    }
+
+    /// Removes every secret file not named in `keep`; returns the removed names.
+    pub fn remove_others(&self, keep: &BTreeSet<String>) -> io::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || keep.contains(&name) || !entry.file_type()?.is_file() {
+                continue;
+            }
+            fs::remove_file(entry.path())?;
+            removed.push(name);
+        }
+        if !removed.is_empty() {
+            File::open(&self.path)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+}
+
+fn write_temp(temp: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(temp)?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    file.set_permissions(Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_file_with_mode() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::open(temp.path()).unwrap();
+        dir.write("a", b"one", 0o400).unwrap();
+        dir.write("a", b"two", 0o440).unwrap();
+        let path = temp.path().join("a");
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o440);
+    }
+
+    #[test]
+    fn remove_others_keeps_dot_files_and_kept_names() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::open(temp.path()).unwrap();
+        dir.write("keep", b"x", 0o400).unwrap();
+        dir.write("drop", b"x", 0o400).unwrap();
+        fs::write(temp.path().join(".state"), b"{}").unwrap();
+        let removed = dir.remove_others(&BTreeSet::from(["keep".to_owned()])).unwrap();
+        assert_eq!(removed, vec!["drop".to_owned()]);
+        assert!(temp.path().join("keep").exists());
+        assert!(temp.path().join(".state").exists());
+    }
+
+    #[test]
+    fn open_removes_leftover_temp_files() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join(".tmp-a-123"), b"partial").unwrap();
+        SecretDir::open(temp.path()).unwrap();
+        assert!(!temp.path().join(".tmp-a-123").exists());
+    }
+}

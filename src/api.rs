@@ -1,0 +1,393 @@
+//! The HTTPS API under `/v1/`: routes, handlers and the one place that maps errors
+//! to HTTP statuses and stable JSON codes.
+//!
+//! Every route sits behind the mTLS accept loop, which rejects a connection without
+//! a valid client certificate before any request reaches a handler.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use watchword_events::Actor;
+use watchword_events::fold::SecretState;
+use zeroize::Zeroizing;
+
+use crate::access::{AccessConfig, Action};
+use crate::config::parse_mode;
+use crate::reader::{MAX_SEQUENCE_WAIT, ReadError, Reader};
+use crate::tls::ClientIdentity;
+use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteError, WriteSecret, Writer};
+
+/// Longest wait of one watch request.
+const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub region: String,
+    pub access: std::sync::Arc<AccessConfig>,
+    pub reader: Reader,
+    pub writer: Writer,
+}
+
+/// Builds the router of the `/v1/` API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{name}", get(get_secret).put(put_secret))
+        .route("/v1/watch", get(watch))
+        .route("/v1/status", get(status))
+        // One byte above the maximum reaches the handler, which answers 413 with the limit.
+        .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
+        .with_state(state)
+}
+
+/// An API failure: a stable `code`, a status and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    current_revision: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_revision: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), current_revision: None }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// The answer to a missing secret and to one the caller may not read, so that
+    /// existence does not leak.
+    fn not_found(name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("secret {name:?} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.code, message: &self.message, current_revision: self.current_revision };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            WriteError::InvalidName(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", message),
+            WriteError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "content_too_large", message),
+            WriteError::Conflict { current, .. } => {
+                ApiError { current_revision: current, ..ApiError::new(StatusCode::CONFLICT, "conflict", message) }
+            }
+            WriteError::IdempotencyKeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
+            }
+            WriteError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", message),
+            WriteError::Hsm(_) | WriteError::Stream(_) => unavailable(message),
+            WriteError::CorruptHead { .. } => internal(message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            ReadError::NotYetProjected { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_yet_projected", message)
+            }
+            ReadError::DataKeyErased { .. } => ApiError::new(StatusCode::GONE, "destroyed", message),
+            ReadError::Hsm(_) | ReadError::Stream(_) | ReadError::ProjectionStopped { .. } => unavailable(message),
+            ReadError::ReadModel(_)
+            | ReadError::DataKeyMismatch { .. }
+            | ReadError::Content { .. }
+            | ReadError::Task(_) => internal(message),
+        }
+    }
+}
+
+fn unavailable(message: String) -> ApiError {
+    tracing::warn!(error = %message, "dependency unavailable");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+}
+
+fn internal(message: String) -> ApiError {
+    tracing::error!(error = %message, "internal error");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+/// Query of `PUT /v1/secrets/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    /// File mode agents give the secret, in octal such as `0440`.
+    mode: Option<String>,
+}
+
+/// Query of reads: the stream sequence the answer must reflect at least.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    min_sequence: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchQuery {
+    #[serde(default)]
+    after: u64,
+    timeout_secs: Option<u64>,
+}
+
+/// A written version, as returned by `PUT`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteResponse {
+    pub name: String,
+    pub version: u64,
+    pub revision: u64,
+    pub sequence: u64,
+    pub replayed: bool,
+}
+
+/// A secret's metadata, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSummary {
+    pub name: String,
+    pub version: u64,
+    pub revision: u64,
+    pub size: u64,
+    /// Octal file mode, or `None` for the agent's default.
+    pub mode: Option<String>,
+    pub updated_at: String,
+    pub updated_by: String,
+    pub sequence: u64,
+}
+
+/// A list of secrets and the stream sequence it reflects.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretList {
+    pub sequence: u64,
+    pub secrets: Vec<SecretSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub region: String,
+    pub applied_sequence: u64,
+    pub projection: String,
+    pub version: String,
+}
+
+async fn put_secret(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Path(name): Path<String>,
+    Query(query): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !state.access.allows(&client.name, Action::Write, &name) {
+        tracing::info!(client.id = %client.name, secret.name = %name, "write denied");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("client {:?} may not write secrets", client.name),
+        ));
+    }
+    let request = WriteSecret {
+        mode: query.mode.as_deref().map(parse_mode).transpose().map_err(ApiError::bad_request)?,
+        precondition: precondition(&headers)?,
+        idempotency_key: idempotency_key(&headers)?,
+        actor: Actor { principal: client.name.clone(), authentication: "mtls".to_owned() },
+        correlation_id: correlation_id(&headers),
+        content: Zeroizing::new(body.to_vec()),
+        name,
+    };
+
+    let committed = state.writer.write(&request).await?;
+    tracing::info!(client.id = %client.name, secret.name = %committed.name, secret.version = committed.version, event.seq = committed.sequence, replayed = committed.replayed, "secret written");
+    Ok(write_response(committed))
+}
+
+fn write_response(committed: Committed) -> Response {
+    let status = if committed.version == 1 && !committed.replayed { StatusCode::CREATED } else { StatusCode::OK };
+    let etag = etag(committed.revision);
+    let body = WriteResponse {
+        name: committed.name,
+        version: committed.version,
+        revision: committed.revision,
+        sequence: committed.sequence,
+        replayed: committed.replayed,
+    };
+    (status, [(header::ETAG, etag)], Json(body)).into_response()
+}
+
+async fn get_secret(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Path(name): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(sequence) = query.min_sequence {
+        state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
+    }
+    if !state.access.allows(&client.name, Action::Read, &name) {
+        tracing::info!(client.id = %client.name, secret.name = %name, "read denied");
+        return Err(ApiError::not_found(&name));
+    }
+    let (secret, sequence) = state.reader.metadata(&name).await?;
+    let secret = secret.ok_or_else(|| ApiError::not_found(&name))?;
+
+    let content = state.reader.content(&secret).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::ETAG, etag(secret.revision));
+    headers.insert("watchword-version", secret.current.version.into());
+    headers.insert("watchword-revision", secret.revision.into());
+    headers.insert("watchword-sequence", sequence.into());
+    if let Some(mode) = secret.current.mode {
+        headers.insert(
+            "watchword-mode",
+            HeaderValue::from_str(&format!("{mode:04o}")).expect("octal digits are a valid header"),
+        );
+    }
+    // NOTE: the response body leaves this buffer for hyper's, which is not zeroized.
+    Ok((headers, content.to_vec()).into_response())
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<SecretList>, ApiError> {
+    if let Some(sequence) = query.min_sequence {
+        state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
+    }
+    Ok(Json(readable_secrets(&state, &client).await?))
+}
+
+/// Long-polls until the read model moves past `after`, then lists what the caller may read.
+async fn watch(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Query(query): Query<WatchQuery>,
+) -> Result<Json<SecretList>, ApiError> {
+    let limit = Duration::from_secs(query.timeout_secs.unwrap_or(30)).min(MAX_WATCH);
+    state.reader.wait_past(query.after, limit).await;
+    Ok(Json(readable_secrets(&state, &client).await?))
+}
+
+async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
+    let progress = state.reader.progress();
+    let projection = match &progress {
+        crate::projector::Progress::Applied(_) => "running".to_owned(),
+        crate::projector::Progress::Stopped { reason, .. } => format!("stopped: {reason}"),
+    };
+    Json(StatusResponse {
+        region: state.region.clone(),
+        applied_sequence: progress.applied(),
+        projection,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<SecretList, ApiError> {
+    let (secrets, sequence) = state.reader.list().await?;
+    let secrets =
+        secrets.iter().filter(|s| state.access.allows(&client.name, Action::Read, &s.name)).map(summary).collect();
+    Ok(SecretList { sequence, secrets })
+}
+
+fn summary(state: &SecretState) -> SecretSummary {
+    SecretSummary {
+        name: state.name.clone(),
+        version: state.current.version,
+        revision: state.revision,
+        size: state.current.size,
+        mode: state.current.mode.map(|m| format!("{m:04o}")),
+        updated_at: format_micros(state.current.created_at_micros),
+        updated_by: state.current.created_by.clone(),
+        sequence: state.sequence,
+    }
+}
+
+/// Formats microseconds since the Unix epoch as RFC 3339.
+pub fn format_micros(micros: i64) -> String {
+    let nanos = i128::from(micros) * 1_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+fn etag(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits and quotes are a valid header")
+}
+
+/// Reads `If-Match` (a revision) or `If-None-Match: *` (must not exist).
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_match = header_text(headers, "if-match")?;
+    let if_none_match = header_text(headers, "if-none-match")?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("send either If-Match or If-None-Match, not both")),
+        (None, None) => Ok(Precondition::None),
+        (None, Some("*")) => Ok(Precondition::Absent),
+        (None, Some(other)) => Err(ApiError::bad_request(format!(
+            "unsupported If-None-Match value {other:?}: only \"*\" (the secret must not exist) is supported"
+        ))),
+        (Some(value), None) => {
+            let revision = value.trim().trim_matches('"');
+            revision.parse().map(Precondition::Revision).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "unsupported If-Match value {value:?}: send one revision as returned in ETag, such as \"3\""
+                ))
+            })
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(key) = header_text(headers, "idempotency-key")? else {
+        return Ok(None);
+    };
+    let valid = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn correlation_id(headers: &HeaderMap) -> String {
+    match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
+        _ => Uuid::now_v7().to_string(),
+    }
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => {
+            value.to_str().map(Some).map_err(|_| ApiError::bad_request(format!("header {name} is not visible ASCII")))
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The `watchword` command line: the server, secrets and development certificates.
+//!
+//! Exit statuses scripts can rely on:
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | any other failure |
+//! | 2 | invalid command line |
+//! | 3 | secret not found (or not readable by this client) |
+//! | 4 | conflict: a precondition (`--if-revision`, `--if-absent`) did not hold |
+//! | 5 | server unreachable or unavailable |
+//! | 6 | denied |
+//! | 69 | `serve`: a dependency (HSM, NATS, read model) is unavailable at start-up |
+//! | 78 | `serve`: invalid configuration |
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Table, presets::NOTHING};
+use serde::Serialize;
+
+use crate::client::{ApiClient, ClientError, PutOptions};
+use crate::config::{self, CONFIG_ENV, ClientConfig, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "watchword", version, about = "Watchword: event-sourced secrets control plane")]
+pub struct Cli {
+    /// Configuration file: the server's for `serve`, the client's otherwise.
+    #[arg(long, global = true, env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// Output format of results.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// File that receives the bound address once the server accepts requests.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Write, read and list secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Show the server's region and projection progress.
+    Status,
+    /// Certificates for development.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Keys in the HSM named by the server's configuration.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HsmCommand {
+    /// Print the root public key (hex), the trust anchor auditors verify events with.
+    RootKey,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Write a new version of a secret.
+    Put(PutArgs),
+    /// Print a secret's current content.
+    Get {
+        name: String,
+        /// Write the content to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Wait until the server reflects this stream sequence (read-your-writes).
+        #[arg(long)]
+        min_sequence: Option<u64>,
+    },
+    /// List the secrets this client may read (metadata only).
+    List,
+}
+
+#[derive(Debug, Args)]
+struct PutArgs {
+    name: String,
+    /// Read the content from this file.
+    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    file: Option<PathBuf>,
+    /// Read the content from standard input.
+    #[arg(long)]
+    stdin: bool,
+    /// File mode agents give the secret, in octal (default: the agent's, 0400).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Write only if the secret's current revision is this one.
+    #[arg(long, conflicts_with = "if_absent")]
+    if_revision: Option<u64>,
+    /// Write only if the secret does not exist yet.
+    #[arg(long)]
+    if_absent: bool,
+    /// Key that makes a retried write apply once (1 to 255 visible ASCII characters).
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create a development CA and server and client certificates (software keys).
+    Dev {
+        /// Directory of the certificates; existing files are kept.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS name or IP address of the server certificate; repeatable.
+        #[arg(long = "server-name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        server_names: Vec<String>,
+        /// Client identity to issue a certificate for; repeatable.
+        #[arg(long = "client")]
+        clients: Vec<String>,
+    },
+}
+
+/// A failure with the exit status it maps to.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        let status = match &error {
+            ClientError::Api { code, .. } if code == "not_found" => 3,
+            ClientError::Api { code, .. } if code == "conflict" => 4,
+            ClientError::Api { code, .. } if code == "forbidden" => 6,
+            ClientError::Api { status: 503, .. } | ClientError::Unreachable { .. } => 5,
+            _ => 1,
+        };
+        Failure { status, message: error.to_string() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure { status: 1, message: format!("{error:#}") }
+    }
+}
+
+/// Parses the command line, runs the command and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
+    crate::logging::init(if serving { "info" } else { "warn" });
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve { ready_file } => {
+            let path = config_path(&cli.config)?;
+            let config: ServerConfig =
+                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            crate::server::run(config, ready_file.as_deref())
+                .await
+                .map_err(|e| Failure { status: e.exit_code(), message: e.to_string() })
+        }
+        Command::Secret(command) => run_secret(&client(&cli.config)?, cli.output, command).await,
+        Command::Status => {
+            let status = client(&cli.config)?.status().await?;
+            print_rows(
+                cli.output,
+                &status,
+                &["REGION", "APPLIED", "PROJECTION"],
+                &[vec![status.region.clone(), status.applied_sequence.to_string(), status.projection.clone()]],
+            );
+            Ok(())
+        }
+        Command::Hsm(HsmCommand::RootKey) => {
+            let path = config_path(&cli.config)?;
+            let config: ServerConfig =
+                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let hsm =
+                crate::hsm::Hsm::open(&config.hsm).map_err(|e| Failure { status: 69, message: format!("HSM: {e}") })?;
+            println!("{}", hex::encode(hsm.root_public_key()));
+            Ok(())
+        }
+        Command::Ca(CaCommand::Dev { out, server_names, clients }) => {
+            let report = crate::pki::write_dev_set(&out, &server_names, &clients)
+                .map_err(|e| Failure { status: 1, message: e.to_string() })?;
+            for path in &report.created {
+                println!("created {}", path.display());
+            }
+            for path in &report.reused {
+                println!("kept    {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) -> Result<(), Failure> {
+    match command {
+        SecretCommand::Put(args) => {
+            let content = read_content(&args)?;
+            let options = PutOptions {
+                mode: args.mode,
+                if_revision: args.if_revision,
+                if_absent: args.if_absent,
+                idempotency_key: args.idempotency_key,
+            };
+            let written = client.put_secret(&args.name, content, &options).await?;
+            print_rows(
+                output,
+                &written,
+                &["NAME", "VERSION", "REVISION", "SEQUENCE"],
+                &[vec![
+                    written.name.clone(),
+                    written.version.to_string(),
+                    written.revision.to_string(),
+                    written.sequence.to_string(),
+                ]],
+            );
+        }
+        SecretCommand::Get { name, out, min_sequence } => {
+            let secret = client.get_secret(&name, min_sequence).await?;
+            match (out, output) {
+                (Some(path), _) => write_private(&path, &secret.content)?,
+                (None, Output::Json) => {
+                    let json = serde_json::json!({
+                        "name": name,
+                        "version": secret.version,
+                        "revision": secret.revision,
+                        "sequence": secret.sequence,
+                        "mode": secret.mode.map(|m| format!("{m:04o}")),
+                        "content_base64": base64::engine::general_purpose::STANDARD.encode(&*secret.content),
+                    });
+                    println!("{json}");
+                }
+                (None, Output::Table) => std::io::stdout()
+                    .write_all(&secret.content)
+                    .map_err(|e| Failure { status: 1, message: format!("cannot write to standard output: {e}") })?,
+            }
+        }
+        SecretCommand::List => {
+            let list = client.list_secrets().await?;
+            let rows: Vec<Vec<String>> = list
+                .secrets
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.version.to_string(),
+                        s.revision.to_string(),
+                        s.size.to_string(),
+                        s.updated_at.clone(),
+                        s.updated_by.clone(),
+                    ]
+                })
+                .collect();
+            print_rows(output, &list, &["NAME", "VERSION", "REVISION", "SIZE", "UPDATED", "BY"], &rows);
+        }
+    }
+    Ok(())
+}
+
+fn read_content(args: &PutArgs) -> Result<Vec<u8>, Failure> {
+    match &args.file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure { status: 1, message: format!("cannot read {}: {e}", path.display()) }),
+        None => {
+            let mut content = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut content)
+                .map_err(|e| Failure { status: 1, message: format!("cannot read standard input: {e}") })?;
+            Ok(content)
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, content: &[u8]) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure { status: 1, message: format!("cannot open {}: {e}", path.display()) })?;
+    file.write_all(content).map_err(|e| Failure { status: 1, message: format!("cannot write {}: {e}", path.display()) })
+}
+
+fn print_rows(output: Output, value: &impl Serialize, header: &[&str], rows: &[Vec<String>]) {
+    match output {
+        Output::Json => match serde_json::to_string(value) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("error: cannot encode the result as JSON: {error}"),
+        },
+        Output::Table => {
+            let mut table = Table::new();
+            table.load_preset(NOTHING).set_header(header.to_vec());
+            for row in rows {
+                table.add_row(row.clone());
+            }
+            println!("{}", table.to_string().trim_end());
+        }
+    }
+}
+
+fn config_path(config: &Option<PathBuf>) -> Result<PathBuf, Failure> {
+    config.clone().ok_or_else(|| Failure {
+        status: 2,
+        message: format!("no configuration file: pass --config FILE or set {CONFIG_ENV}"),
+    })
+}
+
+fn client(config: &Option<PathBuf>) -> Result<ApiClient, Failure> {
+    let path = config_path(config)?;
+    let config: ClientConfig = config::load(&path).map_err(|e| Failure { status: 1, message: e.to_string() })?;
+    Ok(ApiClient::new(&config.server, &config.ca, &config.cert, &config.key)?)
+}

@@ -1,0 +1,205 @@
+//! The HTTPS client of the `/v1/` API, shared by the CLI and the agent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+pub use crate::api::{SecretList, SecretSummary, StatusResponse, WriteResponse};
+use crate::tls;
+
+/// Characters left as they are in a path segment: RFC 3986's unreserved set.
+/// Names `.` and `..`, which URL parsers would resolve, are rejected by the name rules.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Time allowed for one ordinary request; watches add their own wait to it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("invalid server URL {url:?}: it must start with https://")]
+    InvalidServer { url: String },
+    #[error("cannot reach the server at {server}: {source}")]
+    Unreachable { server: String, source: reqwest::Error },
+    /// The server answered with an error body.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String, current_revision: Option<u64> },
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// Checked before sending, with the rule the server applies.
+    #[error(transparent)]
+    InvalidName(#[from] watchword_events::error::NameError),
+}
+
+/// Options of a secret write.
+#[derive(Debug, Default, Clone)]
+pub struct PutOptions {
+    /// Octal file mode such as `0440`.
+    pub mode: Option<String>,
+    /// Write only if the current revision is this one.
+    pub if_revision: Option<u64>,
+    /// Write only if the secret does not exist.
+    pub if_absent: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// A secret's content with its metadata.
+#[derive(Debug)]
+pub struct SecretContent {
+    pub content: Zeroizing<Vec<u8>>,
+    pub version: u64,
+    pub revision: u64,
+    pub sequence: u64,
+    /// File mode the secret asks for, if any.
+    pub mode: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+    current_revision: Option<u64>,
+}
+
+/// A client of one Watchword server.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    server: String,
+}
+
+impl ApiClient {
+    /// Builds a client that authenticates with `cert` and `key` and trusts `ca`.
+    pub fn new(server: &str, ca: &Path, cert: &Path, key: &Path) -> Result<ApiClient, ClientError> {
+        if !server.starts_with("https://") {
+            return Err(ClientError::InvalidServer { url: server.to_owned() });
+        }
+        tls::install_crypto_provider();
+        let http = tls::http_client(ca, cert, key)?;
+        Ok(ApiClient { http, server: server.trim_end_matches('/').to_owned() })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Writes a new version of a secret.
+    pub async fn put_secret(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        options: &PutOptions,
+    ) -> Result<WriteResponse, ClientError> {
+        let mut request = self.http.put(self.secret_url(name)?).timeout(REQUEST_TIMEOUT).body(content);
+        if let Some(mode) = &options.mode {
+            request = request.query(&[("mode", mode)]);
+        }
+        if let Some(revision) = options.if_revision {
+            request = request.header("if-match", format!("\"{revision}\""));
+        }
+        if options.if_absent {
+            request = request.header("if-none-match", "*");
+        }
+        if let Some(key) = &options.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.json(request).await
+    }
+
+    /// Reads a secret, waiting until the server's read model reflects `min_sequence`.
+    pub async fn get_secret(&self, name: &str, min_sequence: Option<u64>) -> Result<SecretContent, ClientError> {
+        let mut request = self.http.get(self.secret_url(name)?).timeout(REQUEST_TIMEOUT);
+        if let Some(sequence) = min_sequence {
+            request = request.query(&[("min_sequence", sequence)]);
+        }
+        let response = self.send(request).await?;
+        let headers = response.headers().clone();
+        let number = |name: &str| -> Result<u64, ClientError> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ClientError::Protocol(format!("missing or invalid {name} header")))
+        };
+        let mode = match headers.get("watchword-mode").and_then(|v| v.to_str().ok()) {
+            Some(text) => Some(
+                u32::from_str_radix(text, 8)
+                    .map_err(|_| ClientError::Protocol(format!("invalid watchword-mode {text:?}")))?,
+            ),
+            None => None,
+        };
+        let (version, revision, sequence) =
+            (number("watchword-version")?, number("watchword-revision")?, number("watchword-sequence")?);
+        // NOTE: reqwest's own buffer of the body is not zeroized; only this copy is.
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok(SecretContent { content: Zeroizing::new(body.to_vec()), version, revision, sequence, mode })
+    }
+
+    /// Lists the secrets this client may read.
+    pub async fn list_secrets(&self) -> Result<SecretList, ClientError> {
+        self.json(self.http.get(format!("{}/v1/secrets", self.server)).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Waits until the server has applied events past `after` (or `wait` passes) and
+    /// lists the secrets this client may read.
+    pub async fn watch(&self, after: u64, wait: Duration) -> Result<SecretList, ClientError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/watch", self.server))
+            .query(&[("after", after), ("timeout_secs", wait.as_secs())])
+            .timeout(wait + REQUEST_TIMEOUT);
+        self.json(request).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.json(self.http.get(format!("{}/v1/status", self.server)).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    fn secret_url(&self, name: &str) -> Result<String, ClientError> {
+        watchword_events::names::validate_secret_name(name)?;
+        Ok(format!("{}/v1/secrets/{}", self.server, utf8_percent_encode(name, SEGMENT)))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(api_error(status, &text))
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable { server: self.server.clone(), source }
+    }
+}
+
+fn api_error(status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+            current_revision: body.current_revision,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "http_error".to_owned(),
+            message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+            current_revision: None,
+        },
+    }
+}

@@ -1,0 +1,232 @@
+//! Configuration files of the server, the CLI and the agent.
+//!
+//! Each is one TOML file. Relative paths inside a file resolve against the file's
+//! own directory, so a configuration directory can be moved as a whole. Every
+//! field that has a default is marked below with its value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::access::AccessConfig;
+use crate::hsm::HsmConfig;
+
+/// Environment variable naming the CLI's configuration file.
+pub const CONFIG_ENV: &str = "WATCHWORD_CONFIG";
+
+/// A configuration file that cannot be used, with the setting and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The server's configuration (`watchword serve --config FILE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Region this node serves; names the read-model file `<data_dir>/<region>.redb`.
+    pub region: String,
+    /// Address of the HTTPS API. Default `127.0.0.1:8443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the read model.
+    pub data_dir: PathBuf,
+    pub tls: ServerTlsConfig,
+    #[serde(default)]
+    pub nats: NatsConfig,
+    #[serde(default)]
+    pub hsm: HsmConfig,
+    #[serde(default)]
+    pub projector: ProjectorConfig,
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// Certificate, key and client CA of the HTTPS API, all PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that issues client certificates; a client without one is rejected during the handshake.
+    pub client_ca: PathBuf,
+}
+
+/// Where the event stream lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Name of the event stream. Default `WATCHWORD_EVENTS`.
+    pub stream: String,
+    /// Name of the stream of wrapped data keys. Default `WATCHWORD_DATA_KEYS`.
+    pub data_key_stream: String,
+    /// Replicas of the stream and bucket when the server creates them: 1, or 3 in production. Default 1.
+    pub replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id`, in seconds. Default 120.
+    pub duplicate_window_secs: u64,
+}
+
+/// Tuning of the projection from the stream into the read model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Maximum events per redb write transaction. Default 1000.
+    pub batch_size: usize,
+    /// redb page cache, in MiB. Default 64.
+    pub cache_mib: usize,
+}
+
+/// The CLI's configuration: which server, and the operator's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Base URL of the server, such as `https://127.0.0.1:8443`.
+    pub server: String,
+    /// CA certificate that issued the server's certificate.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub server: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Directory the agent writes secrets into; it owns every file in it.
+    pub secrets_dir: PathBuf,
+    /// Mode of a file whose secret sets none, as an octal string. Default `"0400"`.
+    #[serde(default = "default_mode")]
+    pub default_mode: String,
+    /// Longest wait of one watch request, in seconds. Default 30.
+    #[serde(default = "default_watch_secs")]
+    pub watch_timeout_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "WATCHWORD_EVENTS".to_owned(),
+            data_key_stream: "WATCHWORD_DATA_KEYS".to_owned(),
+            replicas: 1,
+            duplicate_window_secs: 120,
+        }
+    }
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig { batch_size: 1000, cache_mib: 64 }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_mode() -> String {
+    "0400".to_owned()
+}
+
+fn default_watch_secs() -> u64 {
+    30
+}
+
+/// Reads a TOML file and resolves relative paths against its directory.
+pub fn load<T: DeserializeOwned + ResolvePaths>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let mut config: T =
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+    Ok(config)
+}
+
+/// Configurations whose relative paths resolve against their file's directory.
+pub trait ResolvePaths {
+    fn resolve_paths(&mut self, base: &Path);
+
+    /// Checks values that parse but cannot work, and names the setting.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+impl ResolvePaths for ServerConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        resolve(base, &mut self.data_dir);
+        resolve(base, &mut self.tls.cert);
+        resolve(base, &mut self.tls.key);
+        resolve(base, &mut self.tls.client_ca);
+        if let Some(pin_file) = &mut self.hsm.pin_file {
+            resolve(base, pin_file);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let region_ok =
+            !self.region.is_empty() && self.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !region_ok {
+            return Err(format!("region {:?} must be non-empty and use only A-Z a-z 0-9 - _", self.region));
+        }
+        if !(1..=100_000).contains(&self.projector.batch_size) {
+            return Err(format!("projector.batch_size {} must be between 1 and 100000", self.projector.batch_size));
+        }
+        if !(1..=65_536).contains(&self.projector.cache_mib) {
+            return Err(format!("projector.cache_mib {} must be between 1 and 65536", self.projector.cache_mib));
+        }
+        if ![1, 3, 5].contains(&self.nats.replicas) {
+            return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));
+        }
+        Ok(())
+    }
+}
+
+impl ResolvePaths for ClientConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        resolve(base, &mut self.ca);
+        resolve(base, &mut self.cert);
+        resolve(base, &mut self.key);
+    }
+}
+
+impl ResolvePaths for AgentConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        resolve(base, &mut self.ca);
+        resolve(base, &mut self.cert);
+        resolve(base, &mut self.key);
+        resolve(base, &mut self.secrets_dir);
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        parse_mode(&self.default_mode).map(|_| ())
+    }
+}
+
+/// Parses an octal file mode such as `0400`; only permission bits are accepted.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode =
+        u32::from_str_radix(text, 8).map_err(|_| format!("file mode {text:?} is not an octal number such as 0400"))?;
+    if mode > 0o777 {
+        return Err(format!("file mode {text:?} has bits beyond 0777; setuid, setgid and sticky bits are not allowed"));
+    }
+    Ok(mode)
+}

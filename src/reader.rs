@@ -1,0 +1,123 @@
+//! The read side: answers from the region's read model and decrypts on demand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use watchword_events::body::{content_aad, data_key_aad};
+use watchword_events::error::ViewError;
+use watchword_events::fold::SecretState;
+use watchword_events::readmodel::ReadModel;
+use zeroize::Zeroizing;
+
+use crate::hsm::{Hsm, HsmError};
+use crate::projector::Progress;
+use crate::seal;
+use crate::stream::{EventStore, StreamError};
+
+/// Longest wait for the read model to reach a requested sequence.
+pub const MAX_SEQUENCE_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("read model: {0}")]
+    ReadModel(#[from] ViewError),
+    #[error("read model has not reached stream sequence {wanted} (it is at {applied}); retry later")]
+    NotYetProjected { wanted: u64, applied: u64 },
+    #[error("projection stopped at stream sequence {applied}: {reason}")]
+    ProjectionStopped { applied: u64, reason: String },
+    #[error("the wrapped data key of {name:?} version {version} is gone: the version was destroyed")]
+    DataKeyErased { name: String, version: u64 },
+    #[error("the wrapped data key of {name:?} version {version} does not match the hash its event commits to")]
+    DataKeyMismatch { name: String, version: u64 },
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    #[error("data-key store: {0}")]
+    Stream(#[from] StreamError),
+    #[error("content of {name:?} version {version} failed authentication")]
+    Content { name: String, version: u64 },
+    #[error("read task failed: {0}")]
+    Task(String),
+}
+
+/// Reads secrets from the read model.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    model: Arc<ReadModel>,
+    store: EventStore,
+    hsm: Hsm,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Reader {
+    pub fn new(model: Arc<ReadModel>, store: EventStore, hsm: Hsm, progress: watch::Receiver<Progress>) -> Reader {
+        Reader { model, store, hsm, progress }
+    }
+
+    /// Returns the current projection progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until the read model has applied `sequence` (read-your-writes).
+    pub async fn wait_for(&self, sequence: u64, limit: Duration) -> Result<u64, ReadError> {
+        let mut progress = self.progress.clone();
+        let reached = tokio::time::timeout(
+            limit,
+            progress.wait_for(|p| p.applied() >= sequence || matches!(p, Progress::Stopped { .. })),
+        );
+        match reached.await {
+            Ok(Ok(current)) => match &*current {
+                Progress::Stopped { applied, reason } if *applied < sequence => {
+                    Err(ReadError::ProjectionStopped { applied: *applied, reason: reason.clone() })
+                }
+                other => Ok(other.applied()),
+            },
+            Ok(Err(_)) | Err(_) => {
+                Err(ReadError::NotYetProjected { wanted: sequence, applied: self.progress().applied() })
+            }
+        }
+    }
+
+    /// Waits until the read model moves past `after`, or `limit` passes; returns the applied sequence.
+    pub async fn wait_past(&self, after: u64, limit: Duration) -> u64 {
+        let mut progress = self.progress.clone();
+        let _ = tokio::time::timeout(limit, progress.wait_for(|p| p.applied() > after)).await;
+        self.progress().applied()
+    }
+
+    /// Returns a secret's metadata and the sequence the answer reflects.
+    pub async fn metadata(&self, name: &str) -> Result<(Option<SecretState>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        let name = name.to_owned();
+        blocking(move || model.secret(&name)).await
+    }
+
+    /// Returns every secret's metadata and the sequence the answer reflects.
+    pub async fn list(&self) -> Result<(Vec<SecretState>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        blocking(move || model.secrets()).await
+    }
+
+    /// Decrypts the current version of a secret. Call only after authorizing the read.
+    pub async fn content(&self, state: &SecretState) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+        let current = &state.current;
+        let erased = || ReadError::DataKeyErased { name: state.name.clone(), version: current.version };
+        let wrapped = self.store.data_key(&current.data_key.store_key).await?.ok_or_else(erased)?;
+        if <[u8; 32]>::from(Sha256::digest(&wrapped)) != current.data_key.wrapped_sha256 {
+            return Err(ReadError::DataKeyMismatch { name: state.name.clone(), version: current.version });
+        }
+
+        let data_key = self.hsm.decrypt_data_key(&wrapped, &data_key_aad(&state.name, current.revision)).await?;
+        seal::open(&data_key, &current.content, &content_aad(&state.name, current.revision))
+            .map_err(|_| ReadError::Content { name: state.name.clone(), version: current.version })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ViewError> + Send + 'static,
+) -> Result<T, ReadError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ReadError::Task(e.to_string()))?.map_err(ReadError::from)
+}

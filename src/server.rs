@@ -1,0 +1,135 @@
+//! `watchword serve`: wires the HSM, the event stream, the projector, the read model
+//! and the HTTPS API together, and runs them until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use watchword_events::readmodel::ReadModel;
+use watchword_events::verify::RootKeys;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::hsm::Hsm;
+use crate::projector::{self, Progress};
+use crate::reader::Reader;
+use crate::signer::EventSigner;
+use crate::stream::EventStore;
+use crate::tls;
+use crate::writer::Writer;
+
+/// Why the server could not start; each maps to its own exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong: the message names it and the fix.
+    #[error("{0}")]
+    Config(String),
+    /// A dependency (HSM, NATS, the read-model file) is not usable now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl StartError {
+    /// Exit status: 78 (EX_CONFIG) for a misconfiguration, 69 (EX_UNAVAILABLE) otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 78,
+            StartError::Unavailable(_) => 69,
+        }
+    }
+}
+
+/// Runs the server. `ready_file`, when given, receives the bound address once the
+/// server accepts requests.
+pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), StartError> {
+    tls::install_crypto_provider();
+    let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)
+        .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+
+    let hsm_config = config.hsm.clone();
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(&hsm_config))
+        .await
+        .map_err(|e| StartError::Unavailable(format!("HSM start-up task failed: {e}")))?
+        .map_err(|e| StartError::Unavailable(format!("HSM: {e}")))?;
+    let store = EventStore::connect(&config.nats).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+    let model = open_read_model(&config)?;
+
+    let roots = RootKeys::new(&[hsm.root_public_key()])
+        .map_err(|e| StartError::Config(format!("the HSM root public key is not a valid Ed25519 key: {e}")))?;
+    let applied = model.last_applied().map_err(|e| StartError::Unavailable(e.to_string()))?;
+    let (progress_sender, progress) = watch::channel(Progress::Applied(applied));
+    tokio::spawn(projector::run(
+        Arc::clone(&model),
+        store.clone(),
+        roots,
+        config.projector.batch_size,
+        progress_sender,
+    ));
+
+    let startup_id = uuid::Uuid::now_v7().to_string();
+    let signer = EventSigner::certify(&hsm, &store, &startup_id)
+        .await
+        .map_err(|e| StartError::Unavailable(format!("certifying the event signing key: {e}")))?;
+    tracing::info!(signing_key.id = signer.key_id(), "event signing key certified by the HSM root key");
+
+    let state = AppState {
+        region: config.region.clone(),
+        access: Arc::new(config.access.clone()),
+        writer: Writer::new(store.clone(), hsm.clone(), Arc::new(signer)),
+        reader: Reader::new(model, store, hsm, progress),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Config(format!("cannot listen on {} (listen): {e}", config.listen)))?;
+    let address = listener.local_addr().map_err(|e| StartError::Unavailable(e.to_string()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        server.addr = %address,
+        region = %config.region,
+        stream = %config.nats.stream,
+        "watchword server started"
+    );
+    if let Some(path) = ready_file {
+        std::fs::write(path, address.to_string())
+            .map_err(|e| StartError::Config(format!("cannot write the ready file {}: {e}", path.display())))?;
+    }
+
+    tls::serve(listener, tls_config, api::router(state), shutdown_signal())
+        .await
+        .map_err(|e| StartError::Unavailable(format!("HTTPS server failed: {e}")))?;
+    tracing::info!("watchword server stopped");
+    Ok(())
+}
+
+fn open_read_model(config: &ServerConfig) -> Result<Arc<ReadModel>, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::Config(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
+    let path = config.data_dir.join(format!("{}.redb", config.region));
+    let model = ReadModel::open(&path, config.projector.cache_mib * 1024 * 1024)
+        .map_err(|e| StartError::Unavailable(format!("cannot open the read model {}: {e}", path.display())))?;
+    Ok(Arc::new(model))
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,82 @@
+//! The agent delivers what it may read as files, atomically and inside its directory.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::stack::{Stack, eventually};
+use watchword::client::PutOptions;
+
+async fn file_content(path: &Path, expected: &[u8]) {
+    eventually(&format!("{} to hold the expected content", path.display()), async || {
+        (std::fs::read(path).ok()? == expected).then_some(())
+    })
+    .await;
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[tokio::test]
+async fn agent_writes_and_updates_file_with_mode_0400() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.put_secret("app/db", b"first".to_vec(), &PutOptions::default()).await.unwrap();
+    let secrets = stack.start_agent("agent-1");
+
+    let file = secrets.join("app%2Fdb");
+    file_content(&file, b"first").await;
+    assert_eq!(mode(&file), 0o400);
+
+    operator.put_secret("app/db", b"second".to_vec(), &PutOptions::default()).await.unwrap();
+    file_content(&file, b"second").await;
+    assert_eq!(mode(&file), 0o400);
+}
+
+#[tokio::test]
+async fn agent_applies_mode_from_secret() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let options = PutOptions { mode: Some("0440".to_owned()), ..Default::default() };
+    operator.put_secret("app/shared", b"x".to_vec(), &options).await.unwrap();
+    let secrets = stack.start_agent("agent-1");
+
+    let file = secrets.join("app%2Fshared");
+    file_content(&file, b"x").await;
+    assert_eq!(mode(&file), 0o440);
+}
+
+#[tokio::test]
+async fn agent_receives_only_granted_secrets() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.put_secret("infra/root", b"no".to_vec(), &PutOptions::default()).await.unwrap();
+    operator.put_secret("app/yes", b"yes".to_vec(), &PutOptions::default()).await.unwrap();
+    let secrets = stack.start_agent("agent-1");
+
+    file_content(&secrets.join("app%2Fyes"), b"yes").await;
+    let names: Vec<_> = std::fs::read_dir(&secrets).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.iter().filter(|n| !n.to_string_lossy().starts_with('.')).count(), 1, "{names:?}");
+}
+
+#[tokio::test]
+async fn hostile_names_stay_inside_directory() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let hostile = ["app/../../escape", "app/%2e%2e", "app/.", "app/ ", "app/\u{202e}txt"];
+    for name in hostile {
+        operator.put_secret(name, name.as_bytes().to_vec(), &PutOptions::default()).await.unwrap();
+    }
+    let secrets = stack.start_agent("agent-1");
+
+    for name in hostile {
+        let file = secrets.join(watchword_events::names::file_name(name).unwrap());
+        file_content(&file, name.as_bytes()).await;
+        assert_eq!(file.parent().unwrap(), secrets.as_path());
+    }
+    let agent_dir = secrets.parent().unwrap();
+    assert!(!agent_dir.join("escape").exists());
+    assert!(!stack.dir.path().join("escape").exists());
+}

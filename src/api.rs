@@ -24,7 +24,7 @@ use crate::reader::{MAX_SEQUENCE_WAIT, ReadError, Reader};
 use crate::tls::ClientIdentity;
 use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteError, WriteSecret, Writer};
 
-/// Longest wait of one watch request.
+/// Maximum wait of one watch request.
 const MAX_WATCH: Duration = Duration::from_secs(60);
 
 /// Everything the handlers share.
@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/secrets/{name}", get(get_secret).put(put_secret))
         .route("/v1/watch", get(watch))
         .route("/v1/status", get(status))
-        // One byte above the maximum reaches the handler, which answers 413 with the limit.
+        // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
         .with_state(state)
 }
@@ -74,8 +74,8 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    /// The answer to a missing secret and to one the caller may not read, so that
-    /// existence does not leak.
+    /// Returns the error for a missing secret, which is also the error for a secret
+    /// the caller may not read, so that existence does not leak.
     fn not_found(name: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("secret {name:?} not found"))
     }
@@ -142,7 +142,7 @@ struct PutQuery {
     mode: Option<String>,
 }
 
-/// Query of reads: the stream sequence the answer must reflect at least.
+/// Query of reads: the minimum stream sequence the read model must reflect.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReadQuery {

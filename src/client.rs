@@ -28,7 +28,7 @@ pub enum ClientError {
     InvalidServer { url: String },
     #[error("cannot reach the server at {server}: {source}")]
     Unreachable { server: String, source: reqwest::Error },
-    /// The server answered with an error body.
+    /// The server returned an error body.
     #[error("{message} ({code}, HTTP {status})")]
     Api { status: u16, code: String, message: String, current_revision: Option<u64> },
     #[error("unexpected answer from the server: {0}")]
@@ -57,7 +57,7 @@ pub struct SecretContent {
     pub version: u64,
     pub revision: u64,
     pub sequence: u64,
-    /// File mode the secret asks for, if any.
+    /// File mode set on the secret, if any.
     pub mode: Option<u32>,
 }
 

@@ -57,7 +57,7 @@ pub struct ServerTlsConfig {
     pub client_ca: PathBuf,
 }
 
-/// Where the event stream lives.
+/// Location and settings of the event stream.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
@@ -108,7 +108,7 @@ pub struct AgentConfig {
     /// Mode of a file whose secret sets none, as an octal string. Default `"0400"`.
     #[serde(default = "default_mode")]
     pub default_mode: String,
-    /// Longest wait of one watch request, in seconds. Default 30.
+    /// Maximum wait of one watch request, in seconds. Default 30.
     #[serde(default = "default_watch_secs")]
     pub watch_timeout_secs: u64,
 }

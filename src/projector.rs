@@ -5,7 +5,7 @@
 //! so after a crash the projector resumes exactly after the last committed event.
 //! An event that fails verification or the fold stops the projection: the read
 //! model stays at the last good sequence and the failure is logged with its
-//! sequence, because skipping an event would make every later answer wrong.
+//! sequence, because skipping an event would make every later read wrong.
 
 use std::sync::Arc;
 use std::time::Duration;

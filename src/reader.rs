@@ -1,4 +1,4 @@
-//! The read side: answers from the region's read model and decrypts on demand.
+//! The read side: reads from the region's read model and decrypts on demand.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +16,10 @@ use crate::projector::Progress;
 use crate::seal;
 use crate::stream::{EventStore, StreamError};
 
-/// Longest wait for the read model to reach a requested sequence.
+/// Maximum wait for the read model to reach a requested sequence.
 pub const MAX_SEQUENCE_WAIT: Duration = Duration::from_secs(10);
 
-/// Why a read failed.
+/// Reason a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("read model: {0}")]
@@ -88,14 +88,14 @@ impl Reader {
         self.progress().applied()
     }
 
-    /// Returns a secret's metadata and the sequence the answer reflects.
+    /// Returns a secret's metadata and the stream sequence the read model reflects.
     pub async fn metadata(&self, name: &str) -> Result<(Option<SecretState>, u64), ReadError> {
         let model = Arc::clone(&self.model);
         let name = name.to_owned();
         blocking(move || model.secret(&name)).await
     }
 
-    /// Returns every secret's metadata and the sequence the answer reflects.
+    /// Returns every secret's metadata and the stream sequence the read model reflects.
     pub async fn list(&self) -> Result<(Vec<SecretState>, u64), ReadError> {
         let model = Arc::clone(&self.model);
         blocking(move || model.secrets()).await

@@ -19,7 +19,7 @@ use crate::stream::EventStore;
 use crate::tls;
 use crate::writer::Writer;
 
-/// Why the server could not start; each maps to its own exit status.
+/// Start-up failure; each variant maps to its own exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A setting is wrong: the message names it and the fix.

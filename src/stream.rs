@@ -153,7 +153,7 @@ async fn ensure_event_stream(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<stream::Stream, StreamError> {
-    let wanted = stream::Config {
+    let expected = stream::Config {
         name: config.stream.clone(),
         subjects: vec![EVENT_SUBJECTS.to_owned()],
         storage: stream::StorageType::File,
@@ -166,7 +166,7 @@ async fn ensure_event_stream(
         allow_direct: true,
         ..Default::default()
     };
-    let mut stream = jetstream.get_or_create_stream(wanted).await.map_err(|e| request_error("stream create", e))?;
+    let mut stream = jetstream.get_or_create_stream(expected).await.map_err(|e| request_error("stream create", e))?;
     let info = stream.info().await.map_err(|e| request_error("stream info", e))?;
     check_stream(&config.stream, &info.config)?;
     Ok(stream)
@@ -200,7 +200,7 @@ async fn ensure_data_key_stream(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<stream::Stream, StreamError> {
-    let wanted = stream::Config {
+    let expected = stream::Config {
         name: config.data_key_stream.clone(),
         description: Some("Wrapped data keys of secret versions; purging one destroys that version".to_owned()),
         subjects: vec![format!("{DATA_KEY_PREFIX}.>")],
@@ -211,7 +211,7 @@ async fn ensure_data_key_stream(
         ..Default::default()
     };
     let mut stream =
-        jetstream.get_or_create_stream(wanted).await.map_err(|e| request_error("data key stream create", e))?;
+        jetstream.get_or_create_stream(expected).await.map_err(|e| request_error("data key stream create", e))?;
     let info = stream.info().await.map_err(|e| request_error("data key stream info", e))?;
     if !info.config.allow_direct {
         return Err(StreamError::Misconfigured {

@@ -2,7 +2,7 @@
 //!
 //! The expected version comes from the last event on the secret's subject, read
 //! from the stream (the read model may lag), and the publish states that event's
-//! sequence, so of two concurrent writers only one can append. A write is answered
+//! sequence, so of two concurrent writers only one can append. A write is reported
 //! as committed only after JetStream acknowledged it.
 
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub const MAX_CONTENT_BYTES: usize = 768 * 1024;
 /// How often a write without a precondition re-reads the head after losing a race.
 const MAX_ATTEMPTS: usize = 5;
 
-/// What the writer expects of the secret's current state.
+/// Condition on the secret's current state that a write requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// Write after whatever is current.
@@ -67,7 +67,7 @@ pub struct Committed {
     pub replayed: bool,
 }
 
-/// Why a write was not committed.
+/// Reason a write was not committed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(transparent)]

@@ -1,9 +1,9 @@
 //! Offline verification of Watchword's event history, for auditors.
 //!
 //! The replay tool trusts only the root public keys it is given. It reads the event
-//! stream from its first message, checks that no stream sequence is missing, and
-//! verifies and applies every event through the same fold the server uses; the
-//! first failure is reported with its stream sequence and the check that broke.
+//! stream from its first message and checks that no stream sequence is missing. It
+//! verifies and applies every event through the same fold the server uses, and
+//! reports the first failure with its stream sequence and the check that broke.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), watchword_replay::ReplayError> {
@@ -34,7 +34,7 @@ pub enum ReplayError {
     Invalid(#[from] ApplyError),
 }
 
-/// What a successful verification covered.
+/// Summary of a successful verification: events checked and the state they build.
 #[derive(Debug, Default)]
 pub struct Report {
     pub events: u64,

@@ -27,6 +27,9 @@ use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteError, Writ
 /// Maximum wait of one watch request.
 const MAX_WATCH: Duration = Duration::from_secs(60);
 
+/// Maximum time a write waits for this node's read model to reflect it.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
+
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -223,6 +226,14 @@ async fn put_secret(
     };
 
     let committed = state.writer.write(&request).await?;
+
+    // Reads on this node then reflect the write, so a client that writes and reads
+    // back sees its own write. The write is committed either way: past the bound the
+    // answer still reports success, and `min_sequence` gives the same guarantee on
+    // other nodes.
+    if let Err(error) = state.reader.wait_for(committed.sequence, READ_YOUR_WRITE_WAIT).await {
+        tracing::debug!(event.seq = committed.sequence, %error, "write returned before the read model reflected it");
+    }
     tracing::info!(client.id = %client.name, secret.name = %committed.name, secret.version = committed.version, event.seq = committed.sequence, replayed = committed.replayed, "secret written");
     Ok(write_response(committed))
 }

@@ -87,7 +87,11 @@ enum SecretCommand {
         min_sequence: Option<u64>,
     },
     /// List the secrets this client may read (metadata only).
-    List,
+    List {
+        /// Wait until the server reflects this stream sequence (read-your-writes).
+        #[arg(long)]
+        min_sequence: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,8 +267,8 @@ async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) 
                     .map_err(|e| Failure { status: 1, message: format!("cannot write to standard output: {e}") })?,
             }
         }
-        SecretCommand::List => {
-            let list = client.list_secrets().await?;
+        SecretCommand::List { min_sequence } => {
+            let list = client.list_secrets(min_sequence).await?;
             let rows: Vec<Vec<String>> = list
                 .secrets
                 .iter()

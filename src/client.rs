@@ -142,9 +142,13 @@ impl ApiClient {
         Ok(SecretContent { content: Zeroizing::new(body.to_vec()), version, revision, sequence, mode })
     }
 
-    /// Lists the secrets this client may read.
-    pub async fn list_secrets(&self) -> Result<SecretList, ClientError> {
-        self.json(self.http.get(format!("{}/v1/secrets", self.server)).timeout(REQUEST_TIMEOUT)).await
+    /// Lists the secrets this client may read, once the server reflects `min_sequence`.
+    pub async fn list_secrets(&self, min_sequence: Option<u64>) -> Result<SecretList, ClientError> {
+        let mut request = self.http.get(format!("{}/v1/secrets", self.server)).timeout(REQUEST_TIMEOUT);
+        if let Some(sequence) = min_sequence {
+            request = request.query(&[("min_sequence", sequence)]);
+        }
+        self.json(request).await
     }
 
     /// Waits until the server has applied events past `after` (or `wait` passes) and

@@ -59,7 +59,6 @@ impl EventStore {
     pub async fn connect(config: &NatsConfig) -> Result<EventStore, StreamError> {
         let client = async_nats::ConnectOptions::new()
             .name("watchword-server")
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(&config.url)
             .await

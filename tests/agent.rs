@@ -80,3 +80,21 @@ async fn hostile_names_stay_inside_directory() {
     assert!(!agent_dir.join("escape").exists());
     assert!(!stack.dir.path().join("escape").exists());
 }
+
+#[tokio::test]
+async fn agent_keeps_files_while_server_down() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.put_secret("app/db", b"first".to_vec(), &PutOptions::default()).await.unwrap();
+    let secrets = stack.start_agent("agent-1");
+    let file = secrets.join("app%2Fdb");
+    file_content(&file, b"first").await;
+
+    stack.kill_server();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"first", "the file survives the outage");
+
+    stack.start_server();
+    stack.client("operator").put_secret("app/db", b"second".to_vec(), &PutOptions::default()).await.unwrap();
+    file_content(&file, b"second").await;
+}

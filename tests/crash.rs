@@ -68,7 +68,7 @@ async fn sigkill_mid_projection_applies_each_event_once() {
     .await;
     assert_eq!(status.projection, "running", "the projection never failed on a repeated event");
 
-    let list = client.list_secrets().await.unwrap();
+    let list = client.list_secrets(None).await.unwrap();
     assert_eq!(list.secrets.len(), SECRETS);
     for secret in &list.secrets {
         assert_eq!(secret.version, VERSIONS as u64, "{}", secret.name);

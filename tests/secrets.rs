@@ -108,7 +108,7 @@ async fn retry_with_idempotency_key_applies_once() {
     assert_eq!(retry.sequence, first.sequence);
     assert_eq!(retry.version, 1);
     assert!(retry.replayed);
-    let list = operator.list_secrets().await.unwrap();
+    let list = operator.list_secrets(Some(first.sequence)).await.unwrap();
     let idem = list.secrets.iter().find(|s| s.name == "idem").unwrap();
     assert_eq!(idem.revision, 1, "the retry created no second event");
 }
@@ -155,10 +155,15 @@ async fn list_shows_only_readable_secrets() {
     let operator = stack.client("operator");
     operator.put_secret("app/a", b"a".to_vec(), &PutOptions::default()).await.unwrap();
     let last = operator.put_secret("infra/b", b"b".to_vec(), &PutOptions::default()).await.unwrap();
-    stack.client("agent-1").get_secret("app/a", Some(last.sequence)).await.unwrap();
-
-    let names: BTreeSet<String> =
-        stack.client("agent-1").list_secrets().await.unwrap().secrets.into_iter().map(|s| s.name).collect();
+    let names: BTreeSet<String> = stack
+        .client("agent-1")
+        .list_secrets(Some(last.sequence))
+        .await
+        .unwrap()
+        .secrets
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, BTreeSet::from(["app/a".to_owned()]));
 }
 
@@ -215,6 +220,6 @@ async fn client_from_other_ca_rejected() {
 
     let error = intruder.put_secret("x", b"x".to_vec(), &PutOptions::default()).await.unwrap_err();
     assert!(matches!(error, ClientError::Unreachable { .. }), "rejected in the handshake: {error}");
-    let list = stack.client("operator").list_secrets().await.unwrap();
+    let list = stack.client("operator").list_secrets(None).await.unwrap();
     assert!(list.secrets.is_empty(), "no handler wrote anything");
 }

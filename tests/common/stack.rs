@@ -99,6 +99,10 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(20));
         };
         self.server_url = format!("https://{address}");
+
+        // Later restarts bind the same port, so running agents and clients reconnect.
+        let config = std::fs::read_to_string(self.server_config()).unwrap();
+        std::fs::write(self.server_config(), config.replace("127.0.0.1:0", &address)).unwrap();
     }
 
     /// Kills the server with SIGKILL, as a crash would.

@@ -22,7 +22,11 @@ use crate::access::{AccessConfig, Action};
 use crate::config::parse_mode;
 use crate::reader::{MAX_SEQUENCE_WAIT, ReadError, Reader};
 use crate::tls::ClientIdentity;
-use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteError, WriteSecret, Writer};
+use crate::writer::{
+    Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, WriteError, WriteSecret, Writer, content_version,
+};
+
+pub mod entities;
 
 /// Maximum wait of one watch request.
 const MAX_WATCH: Duration = Duration::from_secs(60);
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/secrets/{name}", get(get_secret).put(put_secret))
         .route("/v1/watch", get(watch))
         .route("/v1/status", get(status))
+        .merge(entities::routes())
         // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
         .with_state(state)
@@ -96,6 +101,9 @@ impl From<WriteError> for ApiError {
         let message = error.to_string();
         match error {
             WriteError::InvalidName(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", message),
+            WriteError::Invalid(_) => ApiError::bad_request(message),
+            WriteError::State(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            WriteError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             WriteError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "content_too_large", message),
             WriteError::Conflict { current, .. } => {
                 ApiError { current_revision: current, ..ApiError::new(StatusCode::CONFLICT, "conflict", message) }
@@ -103,7 +111,7 @@ impl From<WriteError> for ApiError {
             WriteError::IdempotencyKeyReused { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
             }
-            WriteError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", message),
+            WriteError::Contended(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", message),
             WriteError::Hsm(_) | WriteError::Stream(_) => unavailable(message),
             WriteError::CorruptHead { .. } => internal(message),
         }
@@ -217,34 +225,45 @@ async fn put_secret(
     }
     let request = WriteSecret {
         mode: query.mode.as_deref().map(parse_mode).transpose().map_err(ApiError::bad_request)?,
-        precondition: precondition(&headers)?,
-        idempotency_key: idempotency_key(&headers)?,
-        actor: Actor { principal: client.name.clone(), authentication: "mtls".to_owned() },
-        correlation_id: correlation_id(&headers),
+        context: write_context(&client, &headers)?,
         content: Zeroizing::new(body.to_vec()),
         name,
     };
 
-    let committed = state.writer.write(&request).await?;
+    let committed = state.writer.write_secret(&request).await?;
+    wait_for_projection(&state, &committed).await;
+    let version = content_version(&committed.event).map_err(|e| internal(e.to_string()))?;
+    tracing::info!(client.id = %client.name, secret.name = %request.name, secret.version = version, event.seq = committed.sequence, replayed = committed.replayed, "secret written");
+    Ok(write_response(&request.name, version, committed))
+}
 
-    // Reads on this node then reflect the write, so a client that writes and reads
-    // back sees its own write. The write is committed either way: past the bound the
-    // answer still reports success, and `min_sequence` gives the same guarantee on
-    // other nodes.
+/// Builds the context of a write from the caller and the request headers.
+fn write_context(client: &ClientIdentity, headers: &HeaderMap) -> Result<WriteContext, ApiError> {
+    Ok(WriteContext {
+        precondition: precondition(headers)?,
+        idempotency_key: idempotency_key(headers)?,
+        actor: Actor { principal: client.name.clone(), authentication: "mtls".to_owned() },
+        correlation_id: correlation_id(headers),
+    })
+}
+
+/// Waits until this node's read model reflects a write, so a client that writes and
+/// reads back sees its own write. The write is committed either way: past the bound
+/// the response still reports success, and `min_sequence` gives the same guarantee
+/// on other nodes.
+async fn wait_for_projection(state: &AppState, committed: &Committed) {
     if let Err(error) = state.reader.wait_for(committed.sequence, READ_YOUR_WRITE_WAIT).await {
         tracing::debug!(event.seq = committed.sequence, %error, "write returned before the read model reflected it");
     }
-    tracing::info!(client.id = %client.name, secret.name = %committed.name, secret.version = committed.version, event.seq = committed.sequence, replayed = committed.replayed, "secret written");
-    Ok(write_response(committed))
 }
 
-fn write_response(committed: Committed) -> Response {
-    let status = if committed.version == 1 && !committed.replayed { StatusCode::CREATED } else { StatusCode::OK };
-    let etag = etag(committed.revision);
+fn write_response(name: &str, version: u64, committed: Committed) -> Response {
+    let status = if committed.revision() == 1 && !committed.replayed { StatusCode::CREATED } else { StatusCode::OK };
+    let etag = etag(committed.revision());
     let body = WriteResponse {
-        name: committed.name,
-        version: committed.version,
-        revision: committed.revision,
+        name: name.to_owned(),
+        version,
+        revision: committed.revision(),
         sequence: committed.sequence,
         replayed: committed.replayed,
     };
@@ -260,7 +279,7 @@ async fn get_secret(
     if let Some(sequence) = query.min_sequence {
         state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
     }
-    if !state.access.allows(&client.name, Action::Read, &name) {
+    if !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
         tracing::info!(client.id = %client.name, secret.name = %name, "read denied");
         return Err(ApiError::not_found(&name));
     }
@@ -323,9 +342,23 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
 
 async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<SecretList, ApiError> {
     let (secrets, sequence) = state.reader.list().await?;
-    let secrets =
-        secrets.iter().filter(|s| state.access.allows(&client.name, Action::Read, &s.name)).map(summary).collect();
+    let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+    let allowed = may_read(state, client, &names).await?;
+    let secrets = secrets.iter().zip(allowed).filter(|(_, allowed)| *allowed).map(|(s, _)| summary(s)).collect();
     Ok(SecretList { sequence, secrets })
+}
+
+/// Returns, for each name, whether the client may read that secret: the one read
+/// rule of the read, list and watch paths. A client may read a secret that the
+/// configuration's allow-list grants it, or that a group it belongs to holds a
+/// grant on while the client is enabled.
+async fn may_read(state: &AppState, client: &ClientIdentity, names: &[String]) -> Result<Vec<bool>, ApiError> {
+    let granted = state.reader.granted(&client.name, names.to_vec()).await?;
+    Ok(names
+        .iter()
+        .zip(granted)
+        .map(|(name, granted)| granted || state.access.allows(&client.name, Action::Read, name))
+        .collect())
 }
 
 fn summary(state: &SecretState) -> SecretSummary {

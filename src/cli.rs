@@ -23,8 +23,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 
-use crate::client::{ApiClient, ClientError, PutOptions};
+use crate::client::{ApiClient, ClientError, ClientSummary, CommandResponse, CreateRequest, GroupSummary, PutOptions};
 use crate::config::{self, CONFIG_ENV, ClientConfig, ServerConfig};
+use reqwest::Method;
 
 #[derive(Debug, Parser)]
 #[command(name = "watchword", version, about = "Watchword: event-sourced secrets control plane")]
@@ -56,6 +57,15 @@ enum Command {
     /// Write, read and list secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Register, disable, enable and delete clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Create and delete groups and manage their members.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Let a group read a secret, or stop it.
+    #[command(subcommand)]
+    Grant(GrantCommand),
     /// Show the server's region and projection progress.
     Status,
     /// Certificates for development.
@@ -115,6 +125,57 @@ struct PutArgs {
     /// Key that makes a retried write apply once (1 to 255 visible ASCII characters).
     #[arg(long)]
     idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client by the identity its certificate carries (URI SAN or CN).
+    Create(CreateArgs),
+    /// List clients.
+    List,
+    /// Show one client.
+    Show { name: String },
+    /// Stop a client from reading anything until it is enabled again.
+    Disable { name: String },
+    /// Let a disabled client read again.
+    Enable { name: String },
+    /// Delete a client and its memberships.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group.
+    Create(CreateArgs),
+    /// List groups.
+    List,
+    /// Show a group with its members and grants.
+    Show { name: String },
+    /// Delete a group with its memberships and grants.
+    Delete { name: String },
+    /// Add a client to a group.
+    AddMember { group: String, client: String },
+    /// Remove a client from a group.
+    RemoveMember { group: String, client: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantCommand {
+    /// Let the members of GROUP read SECRET.
+    Add { group: String, secret: String },
+    /// Stop the members of GROUP from reading SECRET.
+    Remove { group: String, secret: String },
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    name: String,
+    /// Group whose owners manage it (default: administrators only).
+    #[arg(long)]
+    owner_group: Option<String>,
+    /// Free text for people.
+    #[arg(long, default_value = "")]
+    description: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +252,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure { status: e.exit_code(), message: e.to_string() })
         }
         Command::Secret(command) => run_secret(&client(&cli.config)?, cli.output, command).await,
+        Command::Client(command) => run_client(&client(&cli.config)?, cli.output, command).await,
+        Command::Group(command) => run_group(&client(&cli.config)?, cli.output, command).await,
+        Command::Grant(command) => {
+            let (method, group, secret) = match &command {
+                GrantCommand::Add { group, secret } => (Method::PUT, group, secret),
+                GrantCommand::Remove { group, secret } => (Method::DELETE, group, secret),
+            };
+            let response = client(&cli.config)?.command(method, &["groups", group, "grants", secret]).await?;
+            print_command(cli.output, &response);
+            Ok(())
+        }
         Command::Status => {
             let status = client(&cli.config)?.status().await?;
             print_rows(
@@ -287,6 +359,84 @@ async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) 
         }
     }
     Ok(())
+}
+
+async fn run_client(client: &ApiClient, output: Output, command: ClientCommand) -> Result<(), Failure> {
+    let response = match command {
+        ClientCommand::Create(args) => client.create_client(&create_request(args)).await?,
+        ClientCommand::List => {
+            let list = client.list_clients().await?;
+            let rows: Vec<Vec<String>> = list.items.iter().map(client_row).collect();
+            print_rows(output, &list, &CLIENT_HEADER, &rows);
+            return Ok(());
+        }
+        ClientCommand::Show { name } => {
+            let found = client.get_client(&name).await?;
+            print_rows(output, &found, &CLIENT_HEADER, &[client_row(&found)]);
+            return Ok(());
+        }
+        ClientCommand::Disable { name } => client.command(Method::POST, &["clients", &name, "disable"]).await?,
+        ClientCommand::Enable { name } => client.command(Method::POST, &["clients", &name, "enable"]).await?,
+        ClientCommand::Delete { name } => client.command(Method::DELETE, &["clients", &name]).await?,
+    };
+    print_command(output, &response);
+    Ok(())
+}
+
+async fn run_group(client: &ApiClient, output: Output, command: GroupCommand) -> Result<(), Failure> {
+    let response = match command {
+        GroupCommand::Create(args) => client.create_group(&create_request(args)).await?,
+        GroupCommand::List => {
+            let list = client.list_groups().await?;
+            let rows: Vec<Vec<String>> = list.items.iter().map(group_row).collect();
+            print_rows(output, &list, &GROUP_HEADER, &rows);
+            return Ok(());
+        }
+        GroupCommand::Show { name } => {
+            let found = client.get_group(&name).await?;
+            print_rows(output, &found, &GROUP_HEADER, &[group_row(&found)]);
+            if output == Output::Table {
+                println!("members: {}", found.members.clone().unwrap_or_default().join(", "));
+                println!("grants:  {}", found.grants.clone().unwrap_or_default().join(", "));
+            }
+            return Ok(());
+        }
+        GroupCommand::Delete { name } => client.command(Method::DELETE, &["groups", &name]).await?,
+        GroupCommand::AddMember { group, client: member } => {
+            client.command(Method::PUT, &["groups", &group, "members", &member]).await?
+        }
+        GroupCommand::RemoveMember { group, client: member } => {
+            client.command(Method::DELETE, &["groups", &group, "members", &member]).await?
+        }
+    };
+    print_command(output, &response);
+    Ok(())
+}
+
+const CLIENT_HEADER: [&str; 4] = ["NAME", "ENABLED", "OWNER", "CREATED"];
+const GROUP_HEADER: [&str; 3] = ["NAME", "OWNER", "CREATED"];
+
+fn client_row(client: &ClientSummary) -> Vec<String> {
+    let owner = client.owner_group.clone().unwrap_or_else(|| "-".to_owned());
+    vec![client.name.clone(), client.enabled.to_string(), owner, client.created_at.clone()]
+}
+
+fn group_row(group: &GroupSummary) -> Vec<String> {
+    let owner = group.owner_group.clone().unwrap_or_else(|| "-".to_owned());
+    vec![group.name.clone(), owner, group.created_at.clone()]
+}
+
+fn create_request(args: CreateArgs) -> CreateRequest {
+    CreateRequest { name: args.name, owner_group: args.owner_group, description: args.description }
+}
+
+fn print_command(output: Output, response: &CommandResponse) {
+    print_rows(
+        output,
+        response,
+        &["EVENT", "REVISION", "SEQUENCE"],
+        &[vec![response.kind.clone(), response.revision.to_string(), response.sequence.to_string()]],
+    );
 }
 
 fn read_content(args: &PutArgs) -> Result<Vec<u8>, Failure> {

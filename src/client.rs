@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+pub use crate::api::entities::{ClientSummary, CommandResponse, CreateRequest, Directory, GroupSummary};
 pub use crate::api::{SecretList, SecretSummary, StatusResponse, WriteResponse};
 use crate::tls;
 
@@ -164,6 +165,50 @@ impl ApiClient {
 
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.json(self.http.get(format!("{}/v1/status", self.server)).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Registers a client by its certificate identity.
+    pub async fn create_client(&self, request: &CreateRequest) -> Result<CommandResponse, ClientError> {
+        self.json(self.http.post(format!("{}/v1/clients", self.server)).json(request).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Creates a group.
+    pub async fn create_group(&self, request: &CreateRequest) -> Result<CommandResponse, ClientError> {
+        self.json(self.http.post(format!("{}/v1/groups", self.server)).json(request).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Sends a command to a path below `/v1/`, each segment percent-encoded.
+    pub async fn command(&self, method: reqwest::Method, segments: &[&str]) -> Result<CommandResponse, ClientError> {
+        let url = self.url(segments)?;
+        self.json(self.http.request(method, url).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn list_clients(&self) -> Result<Directory<ClientSummary>, ClientError> {
+        self.json(self.http.get(self.url(&["clients"])?).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn get_client(&self, name: &str) -> Result<ClientSummary, ClientError> {
+        self.json(self.http.get(self.url(&["clients", name])?).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn list_groups(&self) -> Result<Directory<GroupSummary>, ClientError> {
+        self.json(self.http.get(self.url(&["groups"])?).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn get_group(&self, name: &str) -> Result<GroupSummary, ClientError> {
+        self.json(self.http.get(self.url(&["groups", name])?).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Builds a URL below `/v1/`; every segment must be a valid client or group name,
+    /// which the fixed words of the paths are too.
+    fn url(&self, segments: &[&str]) -> Result<String, ClientError> {
+        let mut url = format!("{}/v1", self.server);
+        for segment in segments {
+            watchword_events::names::validate_entity_name(segment)?;
+            url.push('/');
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        Ok(url)
     }
 
     fn secret_url(&self, name: &str) -> Result<String, ClientError> {

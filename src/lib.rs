@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod entities;
 pub mod hsm;
 pub mod logging;
 pub mod pki;

@@ -101,6 +101,50 @@ impl Reader {
         blocking(move || model.secrets()).await
     }
 
+    /// Returns which of `names` the client may read under the read model's grants,
+    /// all read in one read transaction.
+    pub async fn granted(&self, client: &str, names: Vec<String>) -> Result<Vec<bool>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let client = client.to_owned();
+        blocking(move || {
+            model
+                .read(|view| names.iter().map(|name| watchword_events::fold::may_read(view, &client, name)).collect())
+                .map(|(granted, _)| granted)
+        })
+        .await
+    }
+
+    /// Returns every client and every group, with the sequence the read model reflects.
+    pub async fn directory(
+        &self,
+    ) -> Result<(Vec<watchword_events::fold::ClientState>, Vec<watchword_events::fold::GroupState>, u64), ReadError>
+    {
+        let model = Arc::clone(&self.model);
+        blocking(move || {
+            let (clients, sequence) = model.clients()?;
+            let (groups, _) = model.groups()?;
+            Ok((clients, groups, sequence))
+        })
+        .await
+    }
+
+    /// Returns a group's members and the secrets it may read.
+    pub async fn group_detail(&self, group: &str) -> Result<Option<(Vec<String>, Vec<String>)>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let group = group.to_owned();
+        blocking(move || {
+            model
+                .read(|view| {
+                    if view.group(&group)?.is_none() {
+                        return Ok(None);
+                    }
+                    Ok(Some((view.group_members(&group)?, view.group_grants(&group)?)))
+                })
+                .map(|(detail, _)| detail)
+        })
+        .await
+    }
+
     /// Decrypts the current version of a secret. Call only after authorizing the read.
     pub async fn content(&self, state: &SecretState) -> Result<Zeroizing<Vec<u8>>, ReadError> {
         let current = &state.current;

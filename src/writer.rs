@@ -1,10 +1,12 @@
-//! The command side: decide, seal, sign and publish a secret write.
+//! The command side: decide, sign and publish events on one aggregate's chain.
 //!
-//! The expected version comes from the last event on the secret's subject, read
-//! from the stream (the read model may lag), and the publish states that event's
-//! sequence, so of two concurrent writers only one can append. A write is reported
-//! as committed only after JetStream acknowledged it.
+//! The current state of an aggregate comes from its last event, read from the
+//! stream (the read model may lag), and the publish states that event's sequence,
+//! so of two concurrent writers only one can append. A write is reported as
+//! committed only after JetStream acknowledged it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -32,15 +34,25 @@ pub const MAX_CONTENT_BYTES: usize = 768 * 1024;
 /// How often a write without a precondition re-reads the head after losing a race.
 const MAX_ATTEMPTS: usize = 5;
 
-/// Condition on the secret's current state that a write requires.
+/// Condition on the aggregate's current revision that a write requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// Write after whatever is current.
     None,
-    /// The secret's current revision must be this one (`If-Match`).
+    /// The current revision must be this one (`If-Match`).
     Revision(u64),
     /// The secret must not exist (`If-None-Match: *`).
     Absent,
+}
+
+/// Who writes, why, and under which conditions; common to every command.
+#[derive(Debug, Clone)]
+pub struct WriteContext {
+    pub precondition: Precondition,
+    /// Caller-chosen key that makes retries apply once; scoped to the actor.
+    pub idempotency_key: Option<String>,
+    pub actor: Actor,
+    pub correlation_id: String,
 }
 
 /// A request to write a new version of a secret.
@@ -49,22 +61,23 @@ pub struct WriteSecret {
     pub name: String,
     pub content: Zeroizing<Vec<u8>>,
     pub mode: Option<u32>,
-    pub precondition: Precondition,
-    /// Caller-chosen key that makes retries apply once; scoped to the actor.
-    pub idempotency_key: Option<String>,
-    pub actor: Actor,
-    pub correlation_id: String,
+    pub context: WriteContext,
 }
 
-/// A write JetStream acknowledged.
+/// An event JetStream acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    pub name: String,
-    pub version: u64,
-    pub revision: u64,
+    /// The committed event; for a replayed request, the first request's event.
+    pub event: Event,
     pub sequence: u64,
     /// The idempotency key had been used: this is the first write's outcome.
     pub replayed: bool,
+}
+
+impl Committed {
+    pub fn revision(&self) -> u64 {
+        self.event.aggregate_version
+    }
 }
 
 /// Reason a write was not committed.
@@ -72,14 +85,21 @@ pub struct Committed {
 pub enum WriteError {
     #[error(transparent)]
     InvalidName(#[from] NameError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
     #[error("content is {size} bytes, above the maximum of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    #[error("conflict on secret {name:?}: {}", match current { Some(r) => format!("its current revision is {r}"), None => "it does not exist".to_owned() })]
-    Conflict { name: String, current: Option<u64> },
-    #[error("idempotency key was already used for another request (secret {other:?}); use a new key for a new request")]
+    #[error("conflict on {}: {}", describe(aggregate), match current { Some(r) => format!("its current revision is {r}"), None => "it does not exist".to_owned() })]
+    Conflict { aggregate: Aggregate, current: Option<u64> },
+    /// The command does not apply to the aggregate's current state.
+    #[error("{0}")]
+    State(String),
+    #[error("{} not found", describe(.0))]
+    NotFound(Aggregate),
+    #[error("idempotency key was already used for another request (on {other}); use a new key for a new request")]
     IdempotencyKeyReused { other: String },
-    #[error("too many concurrent writes to secret {name:?}; retry")]
-    Contended { name: String },
+    #[error("too many concurrent writes to {}; retry", describe(.0))]
+    Contended(Aggregate),
     #[error("HSM: {0}")]
     Hsm(#[from] HsmError),
     #[error("event stream: {0}")]
@@ -88,16 +108,31 @@ pub enum WriteError {
     CorruptHead { sequence: u64, source: DecodeError },
 }
 
-/// The head of a secret's chain as the stream has it.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    sequence: u64,
-    revision: u64,
-    version: u64,
-    hash: EventHash,
+/// Names an aggregate for messages, such as `secret "db/password"`.
+pub fn describe(aggregate: &Aggregate) -> String {
+    format!("{} {:?}", aggregate.kind.as_str().replace('_', " "), aggregate.id)
 }
 
-/// Writes secrets: one per server, shared by all requests.
+/// The last event of an aggregate as the stream has it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub sequence: u64,
+    pub hash: EventHash,
+    pub event: Event,
+}
+
+/// What a command decided to append: the event kind, its body, and the key of a
+/// wrapped data key stored for it, to erase if the event is not stored.
+#[derive(Debug)]
+pub struct Draft {
+    pub kind: &'static str,
+    pub body: Vec<u8>,
+    pub data_key: Option<String>,
+}
+
+type DraftFuture<'a> = Pin<Box<dyn Future<Output = Result<Draft, WriteError>> + Send + 'a>>;
+
+/// Appends events to aggregates' chains: one per server, shared by all requests.
 #[derive(Debug, Clone)]
 pub struct Writer {
     store: EventStore,
@@ -111,71 +146,99 @@ impl Writer {
     }
 
     /// Commits a new version of a secret.
-    pub async fn write(&self, request: &WriteSecret) -> Result<Committed, WriteError> {
+    pub async fn write_secret(&self, request: &WriteSecret) -> Result<Committed, WriteError> {
         validate_secret_name(&request.name)?;
         if request.content.len() > MAX_CONTENT_BYTES {
             return Err(WriteError::TooLarge { size: request.content.len(), max: MAX_CONTENT_BYTES });
         }
-
         let aggregate = Aggregate::secret(&request.name);
+        self.append(&aggregate, &request.context, &|head, revision, id| {
+            Box::pin(self.seal_version(request, head, revision, id))
+        })
+        .await
+    }
+
+    /// Appends the event that `decide` drafts from the aggregate's last event.
+    ///
+    /// `decide` receives the head, the revision the new event gets, and its id; it
+    /// runs again when a concurrent writer appended first and the context has no
+    /// precondition.
+    pub async fn append<'a>(
+        &'a self,
+        aggregate: &Aggregate,
+        context: &WriteContext,
+        decide: &(dyn Fn(Option<Head>, u64, Uuid) -> DraftFuture<'a> + Sync + 'a),
+    ) -> Result<Committed, WriteError> {
         let subject = aggregate.subject();
         for _ in 0..MAX_ATTEMPTS {
             let head = self.head(&subject).await?;
-            let expected_sequence = check_precondition(request, head)?;
+            let expected_sequence = check_precondition(aggregate, context, head.as_ref())?;
+            let revision = head.as_ref().map_or(0, |h| h.event.aggregate_version) + 1;
+            let id = Uuid::now_v7();
+            let draft = decide(head.clone(), revision, id).await?;
 
-            let (event, store_key) = self.build_event(request, &aggregate, head).await?;
+            let event = Event {
+                id,
+                kind: draft.kind.to_owned(),
+                aggregate: aggregate.clone(),
+                aggregate_version: revision,
+                previous_hash: head.as_ref().map_or(ZERO_HASH, |h| h.hash),
+                recorded_at_micros: now_micros(),
+                actor: context.actor.clone(),
+                correlation_id: context.correlation_id.clone(),
+                key_id: self.signer.key_id().to_owned(),
+                body: draft.body,
+            };
             let frame = self.signer.sign(&event);
-            let message_id = message_id(request, &event);
+            let message_id = message_id(context, &event);
             match self.store.publish(&subject, frame.encode(), &message_id, expected_sequence).await {
                 Ok(ack) if ack.duplicate => {
-                    self.discard_data_key(&store_key).await;
-                    return self.first_outcome(&request.name, ack.sequence).await;
+                    self.discard_data_key(draft.data_key.as_deref()).await;
+                    return self.first_outcome(aggregate, ack.sequence).await;
                 }
-                Ok(ack) => {
-                    let version = head.map_or(0, |h| h.version) + 1;
-                    return Ok(Committed {
-                        name: request.name.clone(),
-                        version,
-                        revision: event.aggregate_version,
-                        sequence: ack.sequence,
-                        replayed: false,
-                    });
-                }
+                Ok(ack) => return Ok(Committed { event, sequence: ack.sequence, replayed: false }),
                 Err(StreamError::WrongLastSequence { .. }) => {
-                    self.discard_data_key(&store_key).await;
-                    if request.precondition != Precondition::None || expected_sequence != head.map_or(0, |h| h.sequence)
-                    {
-                        let current = self.head(&subject).await?.map(|h| h.revision);
-                        return Err(WriteError::Conflict { name: request.name.clone(), current });
+                    self.discard_data_key(draft.data_key.as_deref()).await;
+                    let raced = expected_sequence == head.as_ref().map_or(0, |h| h.sequence);
+                    if context.precondition != Precondition::None || !raced {
+                        let current = self.head(&subject).await?.map(|h| h.event.aggregate_version);
+                        return Err(WriteError::Conflict { aggregate: aggregate.clone(), current });
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.discard_data_key(draft.data_key.as_deref()).await;
+                    return Err(e.into());
+                }
             }
         }
-        Err(WriteError::Contended { name: request.name.clone() })
+        Err(WriteError::Contended(aggregate.clone()))
     }
 
-    async fn head(&self, subject: &str) -> Result<Option<Head>, WriteError> {
+    /// Returns the last event on `subject`, read from the stream.
+    pub async fn head(&self, subject: &str) -> Result<Option<Head>, WriteError> {
         let Some(stored) = self.store.last_on_subject(subject).await? else {
             return Ok(None);
         };
         let corrupt = |source| WriteError::CorruptHead { sequence: stored.sequence, source };
         let frame = Frame::decode(&stored.payload).map_err(corrupt)?;
         let event = Event::from_signed_bytes(&frame.signed).map_err(corrupt)?;
-        let version = content_version(&event).map_err(corrupt)?;
-        Ok(Some(Head { sequence: stored.sequence, revision: event.aggregate_version, version, hash: frame.hash() }))
+        Ok(Some(Head { sequence: stored.sequence, hash: frame.hash(), event }))
     }
 
-    /// Seals the content, stores its wrapped data key, and builds the unsigned event.
-    async fn build_event(
+    /// Seals the content under a fresh data key, stores the wrapped key, and drafts
+    /// the version event.
+    async fn seal_version(
         &self,
         request: &WriteSecret,
-        aggregate: &Aggregate,
         head: Option<Head>,
-    ) -> Result<(Event, String), WriteError> {
-        let revision = head.map_or(0, |h| h.revision) + 1;
-        let version = head.map_or(0, |h| h.version) + 1;
-        let id = Uuid::now_v7();
+        revision: u64,
+        id: Uuid,
+    ) -> Result<Draft, WriteError> {
+        let version = match head {
+            Some(head) => content_version(&head.event)
+                .map_err(|source| WriteError::CorruptHead { sequence: head.sequence, source })?,
+            None => 0,
+        } + 1;
 
         let data_key = seal::new_data_key();
         let content = seal::seal(&data_key, &request.content, &content_aad(&request.name, revision));
@@ -191,42 +254,27 @@ impl Writer {
             size: request.content.len() as u64,
             mode: request.mode,
         };
-        let event = Event {
-            id,
-            kind: KIND_SECRET_VERSION_ADDED.to_owned(),
-            aggregate: aggregate.clone(),
-            aggregate_version: revision,
-            previous_hash: head.map_or(ZERO_HASH, |h| h.hash),
-            recorded_at_micros: now_micros(),
-            actor: request.actor.clone(),
-            correlation_id: request.correlation_id.clone(),
-            key_id: self.signer.key_id().to_owned(),
-            body: encode_body(&body),
-        };
-        Ok((event, store_key))
+        Ok(Draft { kind: KIND_SECRET_VERSION_ADDED, body: encode_body(&body), data_key: Some(store_key) })
     }
 
     /// Returns the outcome of the write that first used this idempotency key.
-    async fn first_outcome(&self, name: &str, sequence: u64) -> Result<Committed, WriteError> {
+    async fn first_outcome(&self, aggregate: &Aggregate, sequence: u64) -> Result<Committed, WriteError> {
         let stored = self.store.get(sequence).await?;
         let corrupt = |source| WriteError::CorruptHead { sequence, source };
         let frame = Frame::decode(&stored.payload).map_err(corrupt)?;
         let event = Event::from_signed_bytes(&frame.signed).map_err(corrupt)?;
-        if event.aggregate != Aggregate::secret(name) {
-            return Err(WriteError::IdempotencyKeyReused { other: event.aggregate.id });
+        if &event.aggregate != aggregate {
+            return Err(WriteError::IdempotencyKeyReused { other: describe(&event.aggregate) });
         }
-        Ok(Committed {
-            name: name.to_owned(),
-            version: content_version(&event).map_err(corrupt)?,
-            revision: event.aggregate_version,
-            sequence,
-            replayed: true,
-        })
+        Ok(Committed { event, sequence, replayed: true })
     }
 
     /// Erases the wrapped data key of an event that was not stored, so it leaves no
     /// orphan behind. A failure only leaves an unreferenced wrapped key.
-    async fn discard_data_key(&self, store_key: &str) {
+    async fn discard_data_key(&self, store_key: Option<&str>) {
+        let Some(store_key) = store_key else {
+            return;
+        };
         if let Err(error) = self.store.erase_data_key(store_key).await {
             tracing::warn!(data_key.store_key = store_key, %error, "could not erase an unused wrapped data key");
         }
@@ -240,22 +288,22 @@ impl Writer {
 /// expected sequence of 0, which cannot match a subject that has events:
 /// JetStream checks `Nats-Msg-Id` before the expected sequence, so a retry gets the
 /// first outcome and any other request gets the conflict.
-fn check_precondition(request: &WriteSecret, head: Option<Head>) -> Result<u64, WriteError> {
-    let current = head.map(|h| h.revision);
-    let holds = match request.precondition {
+fn check_precondition(aggregate: &Aggregate, context: &WriteContext, head: Option<&Head>) -> Result<u64, WriteError> {
+    let current = head.map(|h| h.event.aggregate_version);
+    let satisfied = match context.precondition {
         Precondition::None => true,
         Precondition::Absent => current.is_none(),
         Precondition::Revision(expected) => current == Some(expected),
     };
     match head {
-        _ if holds => Ok(head.map_or(0, |h| h.sequence)),
-        Some(_) if request.idempotency_key.is_some() => Ok(0),
-        _ => Err(WriteError::Conflict { name: request.name.clone(), current }),
+        _ if satisfied => Ok(head.map_or(0, |h| h.sequence)),
+        Some(_) if context.idempotency_key.is_some() => Ok(0),
+        _ => Err(WriteError::Conflict { aggregate: aggregate.clone(), current }),
     }
 }
 
 /// Returns the content version a secret's event leaves the secret at.
-fn content_version(event: &Event) -> Result<u64, DecodeError> {
+pub fn content_version(event: &Event) -> Result<u64, DecodeError> {
     match event.kind.as_str() {
         KIND_SECRET_VERSION_ADDED => Ok(decode_body::<SecretVersionAdded>(&event.body)?.version),
         other => {
@@ -266,11 +314,11 @@ fn content_version(event: &Event) -> Result<u64, DecodeError> {
 
 /// Derives the `Nats-Msg-Id`: from the actor and the idempotency key when there is
 /// one, so a retry is stored once, and from the event id otherwise.
-fn message_id(request: &WriteSecret, event: &Event) -> String {
-    match &request.idempotency_key {
+fn message_id(context: &WriteContext, event: &Event) -> String {
+    match &context.idempotency_key {
         Some(key) => {
             let mut hasher = Sha256::new();
-            hasher.update(request.actor.principal.as_bytes());
+            hasher.update(context.actor.principal.as_bytes());
             hasher.update([0]);
             hasher.update(key.as_bytes());
             format!("idem:{}", hex::encode(hasher.finalize()))

@@ -185,7 +185,7 @@ async fn invalid_names_rejected_before_sending() {
     for name in ["", "a\nb", "\u{7f}", &"x".repeat(256), &"/".repeat(90), ".", ".."] {
         let error = operator.put_secret(name, b"x".to_vec(), &PutOptions::default()).await.unwrap_err();
         assert!(matches!(error, ClientError::InvalidName(_)), "{name:?}: {error}");
-        assert!(error.to_string().starts_with("invalid secret name"), "{error}");
+        assert!(error.to_string().starts_with("invalid name"), "{error}");
     }
 }
 
@@ -201,7 +201,7 @@ async fn server_rejects_invalid_name_with_400() {
         assert_eq!(response.status(), 400, "{encoded}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "invalid_name", "{encoded}");
-        assert!(body["message"].as_str().unwrap().starts_with("invalid secret name"), "{body}");
+        assert!(body["message"].as_str().unwrap().starts_with("invalid name"), "{body}");
     }
 }
 

@@ -97,3 +97,57 @@ fn binding(label: &[u8], name: &str, aggregate_version: u64) -> Vec<u8> {
     aad.extend_from_slice(&aggregate_version.to_be_bytes());
     aad
 }
+
+/// A client is registered; its id is the identity its certificate carries.
+pub const KIND_CLIENT_CREATED: &str = "client.created";
+
+/// A client may no longer read anything until it is enabled again.
+pub const KIND_CLIENT_DISABLED: &str = "client.disabled";
+
+/// A disabled client may read again what its groups grant.
+pub const KIND_CLIENT_ENABLED: &str = "client.enabled";
+
+/// A client is removed with its memberships; creating it again starts afresh.
+pub const KIND_CLIENT_DELETED: &str = "client.deleted";
+
+/// A group is created.
+pub const KIND_GROUP_CREATED: &str = "group.created";
+
+/// A group is removed with its memberships and grants.
+pub const KIND_GROUP_DELETED: &str = "group.deleted";
+
+/// A client joins a group.
+pub const KIND_GROUP_MEMBER_ADDED: &str = "group.member_added";
+
+/// A client leaves a group.
+pub const KIND_GROUP_MEMBER_REMOVED: &str = "group.member_removed";
+
+/// A group may read a secret.
+pub const KIND_GROUP_GRANT_ADDED: &str = "group.grant_added";
+
+/// A group may no longer read a secret.
+pub const KIND_GROUP_GRANT_REMOVED: &str = "group.grant_removed";
+
+/// Body of [`KIND_CLIENT_CREATED`] and [`KIND_GROUP_CREATED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// Group whose owners manage the new entity, or `None` for administrators only.
+    pub owner_group: Option<String>,
+    pub description: String,
+}
+
+/// Body of the kinds that carry nothing: disabled, enabled, deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Body of [`KIND_GROUP_MEMBER_ADDED`] and [`KIND_GROUP_MEMBER_REMOVED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub client: String,
+}
+
+/// Body of [`KIND_GROUP_GRANT_ADDED`] and [`KIND_GROUP_GRANT_REMOVED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub secret: String,
+}

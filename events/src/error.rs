@@ -16,20 +16,20 @@ pub enum DecodeError {
     UnknownAggregateType(String),
 }
 
-/// A secret name that Watchword does not accept.
+/// A secret, client or group name that Watchword does not accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NameError {
-    #[error("invalid secret name: the name is empty")]
+    #[error("invalid name: the name is empty")]
     Empty,
-    #[error("invalid secret name: \".\" and \"..\" are reserved as URL path segments; add another character")]
+    #[error("invalid name: \".\" and \"..\" are reserved as URL path segments; add another character")]
     DotSegment,
-    #[error("invalid secret name: {bytes} bytes long, the maximum is {max} bytes of UTF-8")]
+    #[error("invalid name: {bytes} bytes long, the maximum is {max} bytes of UTF-8")]
     TooLong { bytes: usize, max: usize },
-    #[error("invalid secret name: control character at character {position}; use printable characters only")]
+    #[error("invalid name: control character at character {position}; use printable characters only")]
     ControlCharacter { position: usize },
     #[error(
-        "invalid secret name: its file name would be {bytes} bytes, the maximum is {max}; \
+        "invalid name: its file name would be {bytes} bytes, the maximum is {max}; \
          characters other than A-Z a-z 0-9 - _ . @ + = , ~ : take 3 bytes each in a file name"
     )]
     FileNameTooLong { bytes: usize, max: usize },

@@ -23,6 +23,10 @@ pub enum AggregateType {
     Secret,
     /// An in-process event signing key, identified by its key id.
     SigningKey,
+    /// A client (a compute or a service), identified by its certificate identity.
+    Client,
+    /// A group of clients that grants read access to secrets, identified by its name.
+    Group,
 }
 
 impl AggregateType {
@@ -31,6 +35,8 @@ impl AggregateType {
         match self {
             AggregateType::Secret => "secret",
             AggregateType::SigningKey => "signing_key",
+            AggregateType::Client => "client",
+            AggregateType::Group => "group",
         }
     }
 
@@ -39,6 +45,8 @@ impl AggregateType {
         match name {
             "secret" => Some(AggregateType::Secret),
             "signing_key" => Some(AggregateType::SigningKey),
+            "client" => Some(AggregateType::Client),
+            "group" => Some(AggregateType::Group),
             _ => None,
         }
     }
@@ -58,6 +66,14 @@ impl Aggregate {
 
     pub fn signing_key(key_id: &str) -> Aggregate {
         Aggregate { kind: AggregateType::SigningKey, id: key_id.to_owned() }
+    }
+
+    pub fn client(name: &str) -> Aggregate {
+        Aggregate { kind: AggregateType::Client, id: name.to_owned() }
+    }
+
+    pub fn group(name: &str) -> Aggregate {
+        Aggregate { kind: AggregateType::Group, id: name.to_owned() }
     }
 
     /// Returns the NATS subject that carries this aggregate's events.

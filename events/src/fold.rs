@@ -5,13 +5,15 @@
 //! the replay tool and any rebuild all apply events through it, so they cannot drift
 //! apart. [`MemoryState`] is the in-memory implementation of the view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::body::{
-    DataKeyRef, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, SealedContent, SecretVersionAdded,
-    SigningKeyCertified, decode_body,
+    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED,
+    KIND_CLIENT_ENABLED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED,
+    KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
+    Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, decode_body,
 };
 use crate::error::{ApplyError, FoldError, ViewError};
 use crate::event::{Aggregate, AggregateType, Event, EventHash, ZERO_HASH};
@@ -61,11 +63,43 @@ pub struct SigningKeyState {
     pub sequence: u64,
 }
 
+/// A registered client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub name: String,
+    pub enabled: bool,
+    pub owner_group: Option<String>,
+    pub description: String,
+    pub created_at_micros: i64,
+    pub created_by: String,
+    pub sequence: u64,
+}
+
+/// A group; its members and grants are kept in their own indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub name: String,
+    pub owner_group: Option<String>,
+    pub description: String,
+    pub created_at_micros: i64,
+    pub created_by: String,
+    pub sequence: u64,
+}
+
 /// Read access to the state an event is applied to.
 pub trait StateView {
     fn aggregate_head(&self, aggregate: &Aggregate) -> Result<Option<AggregateHead>, ViewError>;
     fn secret(&self, name: &str) -> Result<Option<SecretState>, ViewError>;
     fn signing_key(&self, key_id: &str) -> Result<Option<SigningKeyState>, ViewError>;
+    fn client(&self, name: &str) -> Result<Option<ClientState>, ViewError>;
+    fn group(&self, name: &str) -> Result<Option<GroupState>, ViewError>;
+    /// Returns the groups a client is a member of, ordered by name.
+    fn client_groups(&self, client: &str) -> Result<Vec<String>, ViewError>;
+    /// Returns the members of a group, ordered by name.
+    fn group_members(&self, group: &str) -> Result<Vec<String>, ViewError>;
+    /// Returns the secrets a group may read, ordered by name.
+    fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError>;
+    fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError>;
 }
 
 /// A state that changes can be written to.
@@ -79,6 +113,12 @@ pub enum Change {
     Head { aggregate: Aggregate, head: AggregateHead },
     Secret(SecretState),
     SigningKey { key_id: String, state: SigningKeyState },
+    Client(ClientState),
+    ClientRemoved { name: String },
+    Group(GroupState),
+    GroupRemoved { name: String },
+    Membership { client: String, group: String, present: bool },
+    Grant { secret: String, group: String, present: bool },
 }
 
 /// Computes the changes that apply `recorded` to the state in `view`.
@@ -98,12 +138,22 @@ pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Chang
             last_sequence: recorded.sequence,
         },
     };
-    let change = match event.kind.as_str() {
-        KIND_SECRET_VERSION_ADDED => fold_version_added(view, recorded)?,
-        KIND_SIGNING_KEY_CERTIFIED => fold_key_certified(recorded)?,
+    let mut changes = vec![head];
+    match event.kind.as_str() {
+        KIND_SECRET_VERSION_ADDED => changes.push(fold_version_added(view, recorded)?),
+        KIND_SIGNING_KEY_CERTIFIED => changes.push(fold_key_certified(recorded)?),
+        KIND_CLIENT_CREATED | KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED => {
+            changes.extend(fold_client(view, recorded)?);
+        }
+        KIND_GROUP_CREATED
+        | KIND_GROUP_DELETED
+        | KIND_GROUP_MEMBER_ADDED
+        | KIND_GROUP_MEMBER_REMOVED
+        | KIND_GROUP_GRANT_ADDED
+        | KIND_GROUP_GRANT_REMOVED => changes.extend(fold_group(view, recorded)?),
         other => return Err(FoldError::UnknownKind { kind: other.to_owned() }),
-    };
-    Ok(vec![head, change])
+    }
+    Ok(changes)
 }
 
 /// Verifies a stored message against `store` and applies it there.
@@ -191,6 +241,128 @@ fn fold_key_certified(recorded: &RecordedEvent) -> Result<Change, FoldError> {
     })
 }
 
+/// Applies a client event. Transitions within the client are checked strictly,
+/// because the server decides them from the same chain; deleting a client also
+/// ends its memberships, so a client created again under the name starts with none.
+fn fold_client(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
+    let event = &recorded.event;
+    expect_aggregate(event, AggregateType::Client)?;
+    let name = &event.aggregate.id;
+    let current = view.client(name)?;
+
+    match (event.kind.as_str(), current) {
+        (KIND_CLIENT_CREATED, None) => {
+            let body: Created = decode(event)?;
+            Ok(vec![Change::Client(ClientState {
+                name: name.clone(),
+                enabled: true,
+                owner_group: body.owner_group,
+                description: body.description,
+                created_at_micros: event.recorded_at_micros,
+                created_by: event.actor.principal.clone(),
+                sequence: recorded.sequence,
+            })])
+        }
+        (KIND_CLIENT_DISABLED, Some(client)) if client.enabled => {
+            let _: Empty = decode(event)?;
+            Ok(vec![Change::Client(ClientState { enabled: false, sequence: recorded.sequence, ..client })])
+        }
+        (KIND_CLIENT_ENABLED, Some(client)) if !client.enabled => {
+            let _: Empty = decode(event)?;
+            Ok(vec![Change::Client(ClientState { enabled: true, sequence: recorded.sequence, ..client })])
+        }
+        (KIND_CLIENT_DELETED, Some(_)) => {
+            let _: Empty = decode(event)?;
+            let mut changes = vec![Change::ClientRemoved { name: name.clone() }];
+            for group in view.client_groups(name)? {
+                changes.push(Change::Membership { client: name.clone(), group, present: false });
+            }
+            Ok(changes)
+        }
+        (kind, current) => Err(inconsistent(
+            event,
+            format!("{kind} does not apply to a client that is {}", describe(current.map(|c| c.enabled))),
+        )),
+    }
+}
+
+/// Applies a group event. Members and secrets named by an event need not exist:
+/// a grant or membership of something absent gives no access, because reading
+/// requires an enabled client and the secret itself.
+fn fold_group(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
+    let event = &recorded.event;
+    expect_aggregate(event, AggregateType::Group)?;
+    let name = &event.aggregate.id;
+    let current = view.group(name)?;
+
+    match (event.kind.as_str(), current) {
+        (KIND_GROUP_CREATED, None) => {
+            let body: Created = decode(event)?;
+            Ok(vec![Change::Group(GroupState {
+                name: name.clone(),
+                owner_group: body.owner_group,
+                description: body.description,
+                created_at_micros: event.recorded_at_micros,
+                created_by: event.actor.principal.clone(),
+                sequence: recorded.sequence,
+            })])
+        }
+        (KIND_GROUP_DELETED, Some(_)) => {
+            let _: Empty = decode(event)?;
+            let mut changes = vec![Change::GroupRemoved { name: name.clone() }];
+            for client in view.group_members(name)? {
+                changes.push(Change::Membership { client, group: name.clone(), present: false });
+            }
+            for secret in view.group_grants(name)? {
+                changes.push(Change::Grant { secret, group: name.clone(), present: false });
+            }
+            Ok(changes)
+        }
+        (KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED, Some(_)) => {
+            let body: Membership = decode(event)?;
+            let present = event.kind == KIND_GROUP_MEMBER_ADDED;
+            Ok(vec![Change::Membership { client: body.client, group: name.clone(), present }])
+        }
+        (KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED, Some(_)) => {
+            let body: Grant = decode(event)?;
+            let present = event.kind == KIND_GROUP_GRANT_ADDED;
+            Ok(vec![Change::Grant { secret: body.secret, group: name.clone(), present }])
+        }
+        (kind, current) => Err(inconsistent(
+            event,
+            format!(
+                "{kind} does not apply to a group that {}",
+                if current.is_some() { "exists" } else { "does not exist" }
+            ),
+        )),
+    }
+}
+
+fn describe(enabled: Option<bool>) -> &'static str {
+    match enabled {
+        None => "absent",
+        Some(true) => "enabled",
+        Some(false) => "disabled",
+    }
+}
+
+/// Returns whether `client` may read `secret`: the client exists and is enabled,
+/// and one of its groups holds a grant on the secret. Every read path calls this.
+pub fn may_read<V: StateView + ?Sized>(view: &V, client: &str, secret: &str) -> Result<bool, ViewError> {
+    let Some(state) = view.client(client)? else {
+        return Ok(false);
+    };
+    if !state.enabled {
+        return Ok(false);
+    }
+    for group in view.client_groups(client)? {
+        if view.has_grant(secret, &group)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn expect_aggregate(event: &Event, kind: AggregateType) -> Result<(), FoldError> {
     if event.aggregate.kind == kind {
         return Ok(());
@@ -212,6 +384,12 @@ pub struct MemoryState {
     pub heads: BTreeMap<Aggregate, AggregateHead>,
     pub secrets: BTreeMap<String, SecretState>,
     pub signing_keys: BTreeMap<String, SigningKeyState>,
+    pub clients: BTreeMap<String, ClientState>,
+    pub groups: BTreeMap<String, GroupState>,
+    /// Pairs of (client, group).
+    pub memberships: BTreeSet<(String, String)>,
+    /// Pairs of (secret, group).
+    pub grants: BTreeSet<(String, String)>,
 }
 
 impl StateView for MemoryState {
@@ -225,6 +403,30 @@ impl StateView for MemoryState {
 
     fn signing_key(&self, key_id: &str) -> Result<Option<SigningKeyState>, ViewError> {
         Ok(self.signing_keys.get(key_id).cloned())
+    }
+
+    fn client(&self, name: &str) -> Result<Option<ClientState>, ViewError> {
+        Ok(self.clients.get(name).cloned())
+    }
+
+    fn group(&self, name: &str) -> Result<Option<GroupState>, ViewError> {
+        Ok(self.groups.get(name).cloned())
+    }
+
+    fn client_groups(&self, client: &str) -> Result<Vec<String>, ViewError> {
+        Ok(self.memberships.iter().filter(|(c, _)| c == client).map(|(_, g)| g.clone()).collect())
+    }
+
+    fn group_members(&self, group: &str) -> Result<Vec<String>, ViewError> {
+        Ok(self.memberships.iter().filter(|(_, g)| g == group).map(|(c, _)| c.clone()).collect())
+    }
+
+    fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError> {
+        Ok(self.grants.iter().filter(|(_, g)| g == group).map(|(s, _)| s.clone()).collect())
+    }
+
+    fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
+        Ok(self.grants.contains(&(secret.to_owned(), group.to_owned())))
     }
 }
 
@@ -240,7 +442,33 @@ impl StateStore for MemoryState {
             Change::SigningKey { key_id, state } => {
                 self.signing_keys.insert(key_id, state);
             }
+            Change::Client(state) => {
+                self.clients.insert(state.name.clone(), state);
+            }
+            Change::ClientRemoved { name } => {
+                self.clients.remove(&name);
+            }
+            Change::Group(state) => {
+                self.groups.insert(state.name.clone(), state);
+            }
+            Change::GroupRemoved { name } => {
+                self.groups.remove(&name);
+            }
+            Change::Membership { client, group, present } => {
+                set_presence(&mut self.memberships, (client, group), present);
+            }
+            Change::Grant { secret, group, present } => {
+                set_presence(&mut self.grants, (secret, group), present);
+            }
         }
         Ok(())
+    }
+}
+
+fn set_presence(set: &mut BTreeSet<(String, String)>, pair: (String, String), present: bool) {
+    if present {
+        set.insert(pair);
+    } else {
+        set.remove(&pair);
     }
 }

@@ -57,6 +57,24 @@ pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks the name of a client or a group: 1 to 255 bytes of UTF-8 with no control
+/// character, not `.` or `..` (which URL paths cannot carry).
+pub fn validate_entity_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::DotSegment);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
+    }
+    if let Some(position) = name.chars().position(char::is_control) {
+        return Err(NameError::ControlCharacter { position });
+    }
+    Ok(())
+}
+
 /// Returns the file name an agent writes a secret to, inside its target directory.
 ///
 /// Bytes outside `A-Z a-z 0-9 - _ . @ + = , ~ :` become `%XX` (uppercase hex), and so

@@ -8,6 +8,12 @@
 //! | `aggregate_heads` | `(aggregate type, aggregate id)` | [`AggregateHead`] |
 //! | `secrets` | secret name | [`SecretState`] |
 //! | `signing_keys` | key id | [`SigningKeyState`] |
+//! | `clients` | client name | [`ClientState`] |
+//! | `groups` | group name | [`GroupState`] |
+//! | `memberships` | `(client, group)` | `()` |
+//! | `members_by_group` | `(group, client)` | `()` |
+//! | `grants` | `(secret, group)` | `()` |
+//! | `grants_by_group` | `(group, secret)` | `()` |
 //!
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
@@ -15,19 +21,29 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApplyError, ViewError};
 use crate::event::Aggregate;
-use crate::fold::{AggregateHead, Change, SecretState, SigningKeyState, StateStore, StateView, apply_message};
+use crate::fold::{
+    AggregateHead, Change, ClientState, GroupState, SecretState, SigningKeyState, StateStore, StateView, apply_message,
+};
 use crate::verify::{RecordedEvent, RootKeys};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const HEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aggregate_heads");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const SIGNING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
+const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+const MEMBERSHIPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("memberships");
+const MEMBERS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("members_by_group");
+const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
+const GRANTS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants_by_group");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
 
@@ -108,16 +124,47 @@ impl ReadModel {
 
     /// Returns every secret, ordered by name, with the sequence the answer reflects.
     pub fn secrets(&self) -> Result<(Vec<SecretState>, u64), ViewError> {
+        self.all(SECRETS)
+    }
+
+    /// Returns every client, ordered by name, with the sequence the answer reflects.
+    pub fn clients(&self) -> Result<(Vec<ClientState>, u64), ViewError> {
+        self.all(CLIENTS)
+    }
+
+    /// Returns every group, ordered by name, with the sequence the answer reflects.
+    pub fn groups(&self) -> Result<(Vec<GroupState>, u64), ViewError> {
+        self.all(GROUPS)
+    }
+
+    fn all<T: DeserializeOwned>(&self, definition: TableDefinition<&str, &[u8]>) -> Result<(Vec<T>, u64), ViewError> {
         let txn = self.db.begin_read().map_err(view_error)?;
-        let secrets = txn.open_table(SECRETS).map_err(view_error)?;
+        let table = txn.open_table(definition).map_err(view_error)?;
         let meta = txn.open_table(META).map_err(view_error)?;
         let mut all = Vec::new();
-        for entry in secrets.iter().map_err(view_error)? {
+        for entry in table.iter().map_err(view_error)? {
             let (_, value) = entry.map_err(view_error)?;
             all.push(decode_value(value.value())?);
         }
         let sequence = meta.get(LAST_APPLIED).map_err(view_error)?.map_or(0, |v| v.value());
         Ok((all, sequence))
+    }
+
+    /// Returns whether `client` may read `secret` (see [`crate::fold::may_read`]).
+    pub fn may_read(&self, client: &str, secret: &str) -> Result<bool, ViewError> {
+        let txn = self.db.begin_read().map_err(view_error)?;
+        let state = RedbReadState::open(&txn).map_err(view_error)?;
+        crate::fold::may_read(&state, client, secret)
+    }
+
+    /// Runs `read` against one consistent read transaction and returns its result
+    /// with the sequence that transaction reflects.
+    pub fn read<T>(&self, read: impl FnOnce(&dyn StateView) -> Result<T, ViewError>) -> Result<(T, u64), ViewError> {
+        let txn = self.db.begin_read().map_err(view_error)?;
+        let state = RedbReadState::open(&txn).map_err(view_error)?;
+        let meta = txn.open_table(META).map_err(view_error)?;
+        let sequence = meta.get(LAST_APPLIED).map_err(view_error)?.map_or(0, |v| v.value());
+        Ok((read(&state)?, sequence))
     }
 
     /// Copies the whole state into memory, to compare it with another projection.
@@ -145,6 +192,21 @@ impl ReadModel {
             let (key, value) = entry.map_err(view_error)?;
             memory.signing_keys.insert(key.value().to_owned(), decode_value(value.value())?);
         }
+
+        let clients = txn.open_table(CLIENTS).map_err(view_error)?;
+        for entry in clients.iter().map_err(view_error)? {
+            let (key, value) = entry.map_err(view_error)?;
+            memory.clients.insert(key.value().to_owned(), decode_value(value.value())?);
+        }
+
+        let groups = txn.open_table(GROUPS).map_err(view_error)?;
+        for entry in groups.iter().map_err(view_error)? {
+            let (key, value) = entry.map_err(view_error)?;
+            memory.groups.insert(key.value().to_owned(), decode_value(value.value())?);
+        }
+
+        memory.memberships = all_pairs(&txn.open_table(MEMBERSHIPS).map_err(view_error)?)?;
+        memory.grants = all_pairs(&txn.open_table(GRANTS).map_err(view_error)?)?;
         Ok(memory)
     }
 }
@@ -155,6 +217,25 @@ struct RedbState<'txn> {
     heads: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     secrets: Table<'txn, &'static str, &'static [u8]>,
     signing_keys: Table<'txn, &'static str, &'static [u8]>,
+    clients: Table<'txn, &'static str, &'static [u8]>,
+    groups: Table<'txn, &'static str, &'static [u8]>,
+    memberships: Table<'txn, (&'static str, &'static str), ()>,
+    members_by_group: Table<'txn, (&'static str, &'static str), ()>,
+    grants: Table<'txn, (&'static str, &'static str), ()>,
+    grants_by_group: Table<'txn, (&'static str, &'static str), ()>,
+}
+
+/// The state as one redb read transaction sees it.
+struct RedbReadState {
+    heads: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    secrets: ReadOnlyTable<&'static str, &'static [u8]>,
+    signing_keys: ReadOnlyTable<&'static str, &'static [u8]>,
+    clients: ReadOnlyTable<&'static str, &'static [u8]>,
+    groups: ReadOnlyTable<&'static str, &'static [u8]>,
+    memberships: ReadOnlyTable<(&'static str, &'static str), ()>,
+    members_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
+    grants: ReadOnlyTable<(&'static str, &'static str), ()>,
+    grants_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
 }
 
 impl<'txn> RedbState<'txn> {
@@ -164,31 +245,102 @@ impl<'txn> RedbState<'txn> {
             heads: txn.open_table(HEADS)?,
             secrets: txn.open_table(SECRETS)?,
             signing_keys: txn.open_table(SIGNING_KEYS)?,
+            clients: txn.open_table(CLIENTS)?,
+            groups: txn.open_table(GROUPS)?,
+            memberships: txn.open_table(MEMBERSHIPS)?,
+            members_by_group: txn.open_table(MEMBERS_BY_GROUP)?,
+            grants: txn.open_table(GRANTS)?,
+            grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
         })
     }
 
     fn last_applied(&self) -> Result<u64, ViewError> {
         Ok(self.meta.get(LAST_APPLIED).map_err(view_error)?.map_or(0, |v| v.value()))
     }
-}
 
-impl StateView for RedbState<'_> {
-    fn aggregate_head(&self, aggregate: &Aggregate) -> Result<Option<AggregateHead>, ViewError> {
-        let key = (aggregate.kind.as_str(), aggregate.id.as_str());
-        match self.heads.get(key).map_err(view_error)? {
-            Some(value) => Ok(Some(decode_value(value.value())?)),
-            None => Ok(None),
+    fn set_pair(
+        forward: &mut Table<'txn, (&'static str, &'static str), ()>,
+        backward: &mut Table<'txn, (&'static str, &'static str), ()>,
+        (first, second): (&str, &str),
+        present: bool,
+    ) -> Result<(), ViewError> {
+        if present {
+            forward.insert((first, second), ()).map_err(view_error)?;
+            backward.insert((second, first), ()).map_err(view_error)?;
+        } else {
+            forward.remove((first, second)).map_err(view_error)?;
+            backward.remove((second, first)).map_err(view_error)?;
         }
-    }
-
-    fn secret(&self, name: &str) -> Result<Option<SecretState>, ViewError> {
-        get_decoded(&self.secrets, name)
-    }
-
-    fn signing_key(&self, key_id: &str) -> Result<Option<SigningKeyState>, ViewError> {
-        get_decoded(&self.signing_keys, key_id)
+        Ok(())
     }
 }
+
+impl RedbReadState {
+    fn open(txn: &ReadTransaction) -> Result<RedbReadState, redb::TableError> {
+        Ok(RedbReadState {
+            heads: txn.open_table(HEADS)?,
+            secrets: txn.open_table(SECRETS)?,
+            signing_keys: txn.open_table(SIGNING_KEYS)?,
+            clients: txn.open_table(CLIENTS)?,
+            groups: txn.open_table(GROUPS)?,
+            memberships: txn.open_table(MEMBERSHIPS)?,
+            members_by_group: txn.open_table(MEMBERS_BY_GROUP)?,
+            grants: txn.open_table(GRANTS)?,
+            grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
+        })
+    }
+}
+
+/// Implements [`StateView`] on a struct whose tables have the names above, so the
+/// write and the read transaction answer through the same code.
+macro_rules! impl_state_view {
+    ($type:ty) => {
+        impl StateView for $type {
+            fn aggregate_head(&self, aggregate: &Aggregate) -> Result<Option<AggregateHead>, ViewError> {
+                let key = (aggregate.kind.as_str(), aggregate.id.as_str());
+                match self.heads.get(key).map_err(view_error)? {
+                    Some(value) => Ok(Some(decode_value(value.value())?)),
+                    None => Ok(None),
+                }
+            }
+
+            fn secret(&self, name: &str) -> Result<Option<SecretState>, ViewError> {
+                get_decoded(&self.secrets, name)
+            }
+
+            fn signing_key(&self, key_id: &str) -> Result<Option<SigningKeyState>, ViewError> {
+                get_decoded(&self.signing_keys, key_id)
+            }
+
+            fn client(&self, name: &str) -> Result<Option<ClientState>, ViewError> {
+                get_decoded(&self.clients, name)
+            }
+
+            fn group(&self, name: &str) -> Result<Option<GroupState>, ViewError> {
+                get_decoded(&self.groups, name)
+            }
+
+            fn client_groups(&self, client: &str) -> Result<Vec<String>, ViewError> {
+                second_of_pairs(&self.memberships, client)
+            }
+
+            fn group_members(&self, group: &str) -> Result<Vec<String>, ViewError> {
+                second_of_pairs(&self.members_by_group, group)
+            }
+
+            fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError> {
+                second_of_pairs(&self.grants_by_group, group)
+            }
+
+            fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
+                Ok(self.grants.get((secret, group)).map_err(view_error)?.is_some())
+            }
+        }
+    };
+}
+
+impl_state_view!(RedbState<'_>);
+impl_state_view!(RedbReadState);
 
 impl StateStore for RedbState<'_> {
     fn write(&mut self, change: Change) -> Result<(), ViewError> {
@@ -203,9 +355,56 @@ impl StateStore for RedbState<'_> {
             Change::SigningKey { key_id, state } => {
                 self.signing_keys.insert(key_id.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
             }
+            Change::Client(state) => {
+                self.clients.insert(state.name.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
+            }
+            Change::ClientRemoved { name } => {
+                self.clients.remove(name.as_str()).map_err(view_error)?;
+            }
+            Change::Group(state) => {
+                self.groups.insert(state.name.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
+            }
+            Change::GroupRemoved { name } => {
+                self.groups.remove(name.as_str()).map_err(view_error)?;
+            }
+            Change::Membership { client, group, present } => {
+                Self::set_pair(&mut self.memberships, &mut self.members_by_group, (&client, &group), present)?;
+            }
+            Change::Grant { secret, group, present } => {
+                Self::set_pair(&mut self.grants, &mut self.grants_by_group, (&secret, &group), present)?;
+            }
         }
         Ok(())
     }
+}
+
+fn all_pairs(
+    table: &impl ReadableTable<(&'static str, &'static str), ()>,
+) -> Result<std::collections::BTreeSet<(String, String)>, ViewError> {
+    let mut pairs = std::collections::BTreeSet::new();
+    for entry in table.iter().map_err(view_error)? {
+        let (key, _) = entry.map_err(view_error)?;
+        let (first, second) = key.value();
+        pairs.insert((first.to_owned(), second.to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// Returns the second elements of the pairs whose first element is `first`.
+fn second_of_pairs(
+    table: &impl ReadableTable<(&'static str, &'static str), ()>,
+    first: &str,
+) -> Result<Vec<String>, ViewError> {
+    let mut seconds = Vec::new();
+    for entry in table.range((first, "")..).map_err(view_error)? {
+        let (key, _) = entry.map_err(view_error)?;
+        let (key_first, key_second) = key.value();
+        if key_first != first {
+            break;
+        }
+        seconds.push(key_second.to_owned());
+    }
+    Ok(seconds)
 }
 
 fn get_decoded<T: DeserializeOwned>(

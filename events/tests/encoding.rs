@@ -203,11 +203,11 @@ fn later_format_version_is_unsupported() {
 #[test]
 fn unknown_aggregate_type_is_rejected() {
     let (stream, mut state) = stream_and_state();
-    let (event, signed) = envelope_with(&stream, 3, str("group"));
+    let (event, signed) = envelope_with(&stream, 3, str("deployment_plan"));
     let message = signed_message(&stream, event.aggregate.subject(), signed, &signer_key());
     let error = decode_error(rejection(&mut state, &message));
-    assert_eq!(error, DecodeError::UnknownAggregateType("group".to_owned()));
-    assert_eq!(AggregateType::parse("group"), None);
+    assert_eq!(error, DecodeError::UnknownAggregateType("deployment_plan".to_owned()));
+    assert_eq!(AggregateType::parse("deployment_plan"), None);
 }
 
 #[test]

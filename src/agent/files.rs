@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// Prefix of temporary files; a crash can leave them behind, and start-up removes them.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// File that marks a directory as the agent's own. The agent removes files it did
+/// not write, so it refuses a non-empty directory without this mark rather than
+/// delete what someone else keeps there.
+const MARKER: &str = ".watchword-agent";
+
 /// A directory of secret files.
 #[derive(Debug)]
 pub struct SecretDir {
@@ -22,9 +27,27 @@ pub struct SecretDir {
 impl SecretDir {
     /// Opens the directory, creating it with mode 0700 if missing, and removes
     /// temporary files left by an interrupted write.
+    ///
+    /// An existing directory must be empty or already marked as the agent's; any
+    /// other directory is rejected, so a mistyped `secrets_dir` cannot make the agent
+    /// delete files it does not own.
     pub fn open(path: &Path) -> io::Result<SecretDir> {
         if !path.exists() {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        }
+        let marker = path.join(MARKER);
+        if !marker.exists() {
+            if fs::read_dir(path)?.next().is_some() {
+                return Err(io::Error::other(format!(
+                    "secrets_dir {} is not empty and was not created by watchword-agent; \
+                     point secrets_dir at an empty directory used only by the agent",
+                    path.display()
+                )));
+            }
+            fs::write(
+                &marker,
+                b"This directory is managed by watchword-agent, which removes files it did not write.\n",
+            )?;
         }
         let dir = SecretDir { path: path.to_owned() };
         for entry in fs::read_dir(path)? {
@@ -113,8 +136,27 @@ mod tests {
     #[test]
     fn open_removes_leftover_temp_files() {
         let temp = tempfile::tempdir().unwrap();
+        SecretDir::open(temp.path()).unwrap();
         fs::write(temp.path().join(".tmp-a-123"), b"partial").unwrap();
         SecretDir::open(temp.path()).unwrap();
         assert!(!temp.path().join(".tmp-a-123").exists());
+    }
+
+    #[test]
+    fn open_rejects_foreign_non_empty_directory() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join("passwd"), b"keep me").unwrap();
+        let error = SecretDir::open(temp.path()).unwrap_err();
+        assert!(error.to_string().contains("is not empty"), "{error}");
+        assert_eq!(fs::read(temp.path().join("passwd")).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn open_accepts_own_directory_again() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::open(temp.path()).unwrap();
+        dir.write("a", b"x", 0o400).unwrap();
+        SecretDir::open(temp.path()).unwrap();
+        assert!(temp.path().join("a").exists());
     }
 }

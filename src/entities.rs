@@ -112,6 +112,14 @@ pub async fn run_group(
         GroupCommand::AddGrant { secret } | GroupCommand::RemoveGrant { secret } => validate_secret_name(secret)?,
         _ => {}
     }
+    if let GroupCommand::AddMember { client } = command {
+        // The fold records a membership of an absent client without effect; the
+        // server rejects it so that the operator learns of the mistyped name.
+        let member = Aggregate::client(client);
+        if client_status(writer.head(&member.subject()).await?.as_ref()) == ClientStatus::Absent {
+            return Err(WriteError::NotFound(member));
+        }
+    }
     let aggregate = Aggregate::group(name);
     writer
         .append(&aggregate, context, &|head, _, _| {

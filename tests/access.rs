@@ -163,11 +163,15 @@ async fn non_operator_cannot_manage() {
 async fn commands_on_missing_or_wrong_state_fail_clearly() {
     let stack = Stack::start().await;
     let operator = stack.client("operator");
+    operator.create_client(&create(READER)).await.unwrap();
     let missing = operator.command(Method::PUT, &["groups", "none", "members", READER]).await.unwrap_err();
     assert!(matches!(&missing, ClientError::Api { status: 404, .. }), "{missing}");
     assert!(missing.to_string().contains("group \"none\" not found"), "{missing}");
 
-    operator.create_client(&create(READER)).await.unwrap();
+    operator.create_group(&create("app")).await.unwrap();
+    let absent = operator.command(Method::PUT, &["groups", "app", "members", "nobody"]).await.unwrap_err();
+    assert!(absent.to_string().contains("client \"nobody\" not found"), "{absent}");
+
     let twice = operator.command(Method::POST, &["clients", READER, "enable"]).await.unwrap_err();
     assert!(matches!(&twice, ClientError::Api { status: 409, .. }), "{twice}");
     assert!(twice.to_string().contains("already enabled"), "{twice}");

@@ -242,18 +242,29 @@ fn fold_key_certified(recorded: &RecordedEvent) -> Result<Change, FoldError> {
 }
 
 /// Applies a client event. Transitions within the client are checked strictly,
-/// because the server decides them from the same chain; deleting a client also
-/// ends its memberships, so a client created again under the name starts with none.
+/// because the server decides them from the same chain. Creating a client starts it
+/// with no memberships, even ones recorded while the name was absent, and deleting
+/// it ends its memberships.
 fn fold_client(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
     let event = &recorded.event;
     expect_aggregate(event, AggregateType::Client)?;
+    let created: Option<Created> = match event.kind.as_str() {
+        KIND_CLIENT_CREATED => Some(decode(event)?),
+        _ => {
+            let _: Empty = decode(event)?;
+            None
+        }
+    };
     let name = &event.aggregate.id;
     let current = view.client(name)?;
+    let end_memberships = |view: &dyn StateView| -> Result<Vec<Change>, FoldError> {
+        let groups = view.client_groups(name)?;
+        Ok(groups.into_iter().map(|group| Change::Membership { client: name.clone(), group, present: false }).collect())
+    };
 
-    match (event.kind.as_str(), current) {
-        (KIND_CLIENT_CREATED, None) => {
-            let body: Created = decode(event)?;
-            Ok(vec![Change::Client(ClientState {
+    match (event.kind.as_str(), current, created) {
+        (KIND_CLIENT_CREATED, None, Some(body)) => {
+            let mut changes = vec![Change::Client(ClientState {
                 name: name.clone(),
                 enabled: true,
                 owner_group: body.owner_group,
@@ -261,54 +272,65 @@ fn fold_client(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Ch
                 created_at_micros: event.recorded_at_micros,
                 created_by: event.actor.principal.clone(),
                 sequence: recorded.sequence,
-            })])
-        }
-        (KIND_CLIENT_DISABLED, Some(client)) if client.enabled => {
-            let _: Empty = decode(event)?;
-            Ok(vec![Change::Client(ClientState { enabled: false, sequence: recorded.sequence, ..client })])
-        }
-        (KIND_CLIENT_ENABLED, Some(client)) if !client.enabled => {
-            let _: Empty = decode(event)?;
-            Ok(vec![Change::Client(ClientState { enabled: true, sequence: recorded.sequence, ..client })])
-        }
-        (KIND_CLIENT_DELETED, Some(_)) => {
-            let _: Empty = decode(event)?;
-            let mut changes = vec![Change::ClientRemoved { name: name.clone() }];
-            for group in view.client_groups(name)? {
-                changes.push(Change::Membership { client: name.clone(), group, present: false });
-            }
+            })];
+            changes.extend(end_memberships(view)?);
             Ok(changes)
         }
-        (kind, current) => Err(inconsistent(
+        (KIND_CLIENT_DISABLED, Some(client), _) if client.enabled => {
+            Ok(vec![Change::Client(ClientState { enabled: false, sequence: recorded.sequence, ..client })])
+        }
+        (KIND_CLIENT_ENABLED, Some(client), _) if !client.enabled => {
+            Ok(vec![Change::Client(ClientState { enabled: true, sequence: recorded.sequence, ..client })])
+        }
+        (KIND_CLIENT_DELETED, Some(_), _) => {
+            let mut changes = vec![Change::ClientRemoved { name: name.clone() }];
+            changes.extend(end_memberships(view)?);
+            Ok(changes)
+        }
+        (kind, current, _) => Err(inconsistent(
             event,
             format!("{kind} does not apply to a client that is {}", describe(current.map(|c| c.enabled))),
         )),
     }
 }
 
+/// Body of a group event, decoded before the transition is checked.
+enum GroupBody {
+    Created(Created),
+    Empty,
+    Membership(Membership),
+    Grant(Grant),
+}
+
 /// Applies a group event. Members and secrets named by an event need not exist:
-/// a grant or membership of something absent gives no access, because reading
-/// requires an enabled client and the secret itself.
+/// a membership of an absent client ends when that client is created, and a grant
+/// on an absent secret gives no access until the secret exists.
 fn fold_group(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
     let event = &recorded.event;
     expect_aggregate(event, AggregateType::Group)?;
+    let body = match event.kind.as_str() {
+        KIND_GROUP_CREATED => GroupBody::Created(decode(event)?),
+        KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED => GroupBody::Membership(decode(event)?),
+        KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED => GroupBody::Grant(decode(event)?),
+        _ => {
+            let _: Empty = decode(event)?;
+            GroupBody::Empty
+        }
+    };
     let name = &event.aggregate.id;
     let current = view.group(name)?;
+    let adds = matches!(event.kind.as_str(), KIND_GROUP_MEMBER_ADDED | KIND_GROUP_GRANT_ADDED);
 
-    match (event.kind.as_str(), current) {
-        (KIND_GROUP_CREATED, None) => {
-            let body: Created = decode(event)?;
-            Ok(vec![Change::Group(GroupState {
-                name: name.clone(),
-                owner_group: body.owner_group,
-                description: body.description,
-                created_at_micros: event.recorded_at_micros,
-                created_by: event.actor.principal.clone(),
-                sequence: recorded.sequence,
-            })])
-        }
-        (KIND_GROUP_DELETED, Some(_)) => {
-            let _: Empty = decode(event)?;
+    match (body, current) {
+        (GroupBody::Created(body), None) => Ok(vec![Change::Group(GroupState {
+            name: name.clone(),
+            owner_group: body.owner_group,
+            description: body.description,
+            created_at_micros: event.recorded_at_micros,
+            created_by: event.actor.principal.clone(),
+            sequence: recorded.sequence,
+        })]),
+        (GroupBody::Empty, Some(_)) => {
             let mut changes = vec![Change::GroupRemoved { name: name.clone() }];
             for client in view.group_members(name)? {
                 changes.push(Change::Membership { client, group: name.clone(), present: false });
@@ -318,20 +340,17 @@ fn fold_group(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Cha
             }
             Ok(changes)
         }
-        (KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED, Some(_)) => {
-            let body: Membership = decode(event)?;
-            let present = event.kind == KIND_GROUP_MEMBER_ADDED;
-            Ok(vec![Change::Membership { client: body.client, group: name.clone(), present }])
+        (GroupBody::Membership(body), Some(_)) => {
+            Ok(vec![Change::Membership { client: body.client, group: name.clone(), present: adds }])
         }
-        (KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED, Some(_)) => {
-            let body: Grant = decode(event)?;
-            let present = event.kind == KIND_GROUP_GRANT_ADDED;
-            Ok(vec![Change::Grant { secret: body.secret, group: name.clone(), present }])
+        (GroupBody::Grant(body), Some(_)) => {
+            Ok(vec![Change::Grant { secret: body.secret, group: name.clone(), present: adds }])
         }
-        (kind, current) => Err(inconsistent(
+        (_, current) => Err(inconsistent(
             event,
             format!(
-                "{kind} does not apply to a group that {}",
+                "{} does not apply to a group that {}",
+                event.kind,
                 if current.is_some() { "exists" } else { "does not exist" }
             ),
         )),
@@ -346,13 +365,14 @@ fn describe(enabled: Option<bool>) -> &'static str {
     }
 }
 
-/// Returns whether `client` may read `secret`: the client exists and is enabled,
-/// and one of its groups holds a grant on the secret. Every read path calls this.
+/// Returns whether `client` may read `secret`: the client exists and is enabled, the
+/// secret exists, and one of the client's groups holds a grant on the secret. Every
+/// read path calls this.
 pub fn may_read<V: StateView + ?Sized>(view: &V, client: &str, secret: &str) -> Result<bool, ViewError> {
     let Some(state) = view.client(client)? else {
         return Ok(false);
     };
-    if !state.enabled {
+    if !state.enabled || view.secret(secret)?.is_none() {
         return Ok(false);
     }
     for group in view.client_groups(client)? {

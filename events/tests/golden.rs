@@ -17,11 +17,14 @@ use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use watchword_events::body::{
-    DataKeyRef, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, SealedContent, SecretVersionAdded,
-    SigningKeyCertified, content_aad, data_key_aad, decode_body, encode_body,
+    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED,
+    KIND_CLIENT_ENABLED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED,
+    KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
+    Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, content_aad, data_key_aad, decode_body,
+    encode_body,
 };
 use watchword_events::event::Event;
-use watchword_events::fold::{MemoryState, apply_message};
+use watchword_events::fold::{MemoryState, apply_message, may_read};
 use watchword_events::readmodel::{ReadModel, StoredMessage};
 use watchword_events::verify::{RootKeys, key_id, sign, verify_message};
 use watchword_events::{Actor, Aggregate, AggregateType, EventHash, Frame, ZERO_HASH};
@@ -36,6 +39,16 @@ const SIGNER_SEED: [u8; 32] = [0x22; 32];
 
 /// A secret name with a slash, spaces and characters outside ASCII.
 const SECRET_NAME: &str = "ops team/db password/clé 🔑";
+
+/// A client id as a certificate carries it. The subject hashes the id, so its dots
+/// do not split the NATS token.
+const CLIENT_NAME: &str = "web-1.payments.example.net";
+
+/// A group name with a space.
+const GROUP_NAME: &str = "payments web";
+
+/// Recorded time of golden stream sequence 1: 2026-01-01T00:00:00Z in microseconds.
+const FIRST_MICROS: i64 = 1_767_225_600_000_000;
 
 /// Wrapped data keys of the two versions as the data-key store would hold them: filler
 /// bytes of the server's wrapped-key length (12-byte IV, 32-byte key, 16-byte tag).
@@ -140,7 +153,7 @@ fn vectors() -> Vec<Vector> {
         ..first.clone()
     };
 
-    vec![
+    let mut vectors = vec![
         Vector {
             file: "01-signing-key-certified.json",
             description: "The root key certifies the signing key; first event of the signing key's aggregate.",
@@ -166,8 +179,182 @@ fn vectors() -> Vec<Vector> {
             key: signer(),
             wrapped_data_key: Some(&WRAPPED_KEY_2),
         },
+    ];
+    vectors.extend(access_vectors());
+    vectors
+}
+
+/// Builds the golden event at stream `sequence`, signed by the signing key. It is
+/// the first event of `aggregate` if `previous` is `None`, else the one after `previous`.
+fn access_event(
+    sequence: u64,
+    id: &str,
+    aggregate: Aggregate,
+    previous: Option<&Event>,
+    kind: &str,
+    body: Vec<u8>,
+) -> Event {
+    Event {
+        id: uuid(id),
+        kind: kind.to_owned(),
+        aggregate,
+        aggregate_version: previous.map_or(1, |event| event.aggregate_version + 1),
+        previous_hash: previous.map_or(ZERO_HASH, hash_of),
+        recorded_at_micros: FIRST_MICROS + (sequence as i64 - 1) * 1_000_000,
+        actor: Actor { principal: "operator:alice".to_owned(), authentication: "mtls".to_owned() },
+        correlation_id: format!("req-{sequence:04}"),
+        key_id: id_of(&signer()),
+        body,
+    }
+}
+
+/// Builds one golden event of each client and group kind, in stream order after
+/// the secret events. The golden client may read the golden secret after
+/// vectors 07 and 09 only (see [`READ_AFTER`]).
+fn access_vectors() -> Vec<Vector> {
+    let client = || Aggregate::client(CLIENT_NAME);
+    let group = || Aggregate::group(GROUP_NAME);
+    let membership = encode_body(&Membership { client: CLIENT_NAME.to_owned() });
+    let grant = encode_body(&Grant { secret: SECRET_NAME.to_owned() });
+    let empty = encode_body(&Empty {});
+
+    let client_created = access_event(
+        4,
+        "019b76da-b3b8-7000-8000-000000000004",
+        client(),
+        None,
+        KIND_CLIENT_CREATED,
+        encode_body(&Created {
+            owner_group: Some("payments admins".to_owned()),
+            description: "web node 1, eu-west".to_owned(),
+        }),
+    );
+    let group_created = access_event(
+        5,
+        "019b76da-b7a0-7000-8000-000000000005",
+        group(),
+        None,
+        KIND_GROUP_CREATED,
+        encode_body(&Created { owner_group: None, description: "Web tier of payments".to_owned() }),
+    );
+    let member_added = access_event(
+        6,
+        "019b76da-bb88-7000-8000-000000000006",
+        group(),
+        Some(&group_created),
+        KIND_GROUP_MEMBER_ADDED,
+        membership.clone(),
+    );
+    let grant_added = access_event(
+        7,
+        "019b76da-bf70-7000-8000-000000000007",
+        group(),
+        Some(&member_added),
+        KIND_GROUP_GRANT_ADDED,
+        grant.clone(),
+    );
+    let client_disabled = access_event(
+        8,
+        "019b76da-c358-7000-8000-000000000008",
+        client(),
+        Some(&client_created),
+        KIND_CLIENT_DISABLED,
+        empty.clone(),
+    );
+    let client_enabled = access_event(
+        9,
+        "019b76da-c740-7000-8000-000000000009",
+        client(),
+        Some(&client_disabled),
+        KIND_CLIENT_ENABLED,
+        empty.clone(),
+    );
+    let member_removed = access_event(
+        10,
+        "019b76da-cb28-7000-8000-00000000000a",
+        group(),
+        Some(&grant_added),
+        KIND_GROUP_MEMBER_REMOVED,
+        membership,
+    );
+    let grant_removed = access_event(
+        11,
+        "019b76da-cf10-7000-8000-00000000000b",
+        group(),
+        Some(&member_removed),
+        KIND_GROUP_GRANT_REMOVED,
+        grant,
+    );
+    let group_deleted = access_event(
+        12,
+        "019b76da-d2f8-7000-8000-00000000000c",
+        group(),
+        Some(&grant_removed),
+        KIND_GROUP_DELETED,
+        empty.clone(),
+    );
+    let client_deleted = access_event(
+        13,
+        "019b76da-d6e0-7000-8000-00000000000d",
+        client(),
+        Some(&client_enabled),
+        KIND_CLIENT_DELETED,
+        empty,
+    );
+
+    let vector = |file, description, sequence, event| Vector {
+        file,
+        description,
+        sequence,
+        event,
+        key: signer(),
+        wrapped_data_key: None,
+    };
+    vec![
+        vector(
+            "04-client-created.json",
+            "A client whose id has dots is created, managed by an owner group; first event of the client.",
+            4,
+            client_created,
+        ),
+        vector(
+            "05-group-created.json",
+            "A group whose name has a space is created, with no owner group.",
+            5,
+            group_created,
+        ),
+        vector("06-group-member-added.json", "The client joins the group.", 6, member_added),
+        vector(
+            "07-group-grant-added.json",
+            "The group may read the golden secret, so the client may read it now.",
+            7,
+            grant_added,
+        ),
+        vector("08-client-disabled.json", "The client is disabled and may read nothing.", 8, client_disabled),
+        vector("09-client-enabled.json", "The client is enabled and may read the secret again.", 9, client_enabled),
+        vector("10-group-member-removed.json", "The client leaves the group.", 10, member_removed),
+        vector("11-group-grant-removed.json", "The group may no longer read the secret.", 11, grant_removed),
+        vector("12-group-deleted.json", "The group, now without members or grants, is deleted.", 12, group_deleted),
+        vector("13-client-deleted.json", "The client is deleted; its chain is at version 4.", 13, client_deleted),
     ]
 }
+
+/// Whether the golden client may read the golden secret after each stored vector.
+const READ_AFTER: [(&str, bool); 13] = [
+    ("01-signing-key-certified.json", false),
+    ("02-secret-version-added-first.json", false),
+    ("03-secret-version-added-second.json", false),
+    ("04-client-created.json", false),
+    ("05-group-created.json", false),
+    ("06-group-member-added.json", false),
+    ("07-group-grant-added.json", true),
+    ("08-client-disabled.json", false),
+    ("09-client-enabled.json", true),
+    ("10-group-member-removed.json", false),
+    ("11-group-grant-removed.json", false),
+    ("12-group-deleted.json", false),
+    ("13-client-deleted.json", false),
+];
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -236,6 +423,22 @@ fn body_json(event: &Event) -> Value {
                 "size": body.size,
                 "mode": body.mode,
             })
+        }
+        KIND_CLIENT_CREATED | KIND_GROUP_CREATED => {
+            let body: Created = decode_body(&event.body).expect("a created body");
+            json!({ "owner_group": body.owner_group, "description": body.description })
+        }
+        KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED | KIND_GROUP_DELETED => {
+            let Empty {} = decode_body(&event.body).expect("an empty body");
+            json!({})
+        }
+        KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED => {
+            let body: Membership = decode_body(&event.body).expect("a membership body");
+            json!({ "client": body.client })
+        }
+        KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED => {
+            let body: Grant = decode_body(&event.body).expect("a grant body");
+            json!({ "secret": body.secret })
         }
         other => panic!("no golden body layout for kind {other}"),
     }
@@ -377,6 +580,34 @@ fn stored_vectors_verify_and_fold() {
     assert_eq!(secret.sequence, 3);
     assert_eq!(secret.current.mode, None);
     assert!(state.signing_keys.contains_key(&id_of(&signer())));
+
+    // The access vectors end by deleting the group and the client, whose chains remain.
+    assert!(state.clients.is_empty());
+    assert!(state.groups.is_empty());
+    assert!(state.memberships.is_empty());
+    assert!(state.grants.is_empty());
+    assert_eq!(state.heads[&Aggregate::client(CLIENT_NAME)].version, 4);
+    assert_eq!(state.heads[&Aggregate::group(GROUP_NAME)].version, 6);
+}
+
+#[test]
+fn stored_vectors_follow_read_rule() {
+    let roots = stored_roots();
+    let mut state = MemoryState::default();
+    let documents = stored_vectors();
+    let files: Vec<&str> = documents.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(files, READ_AFTER.map(|(file, _)| file), "READ_AFTER lists every stored vector in order");
+
+    for ((name, document), (_, expected)) in documents.iter().zip(READ_AFTER) {
+        let payload = hex_field(document, "payload_hex");
+        let subject = document["subject"].as_str().expect("subject");
+        let sequence = document["sequence"].as_u64().expect("sequence");
+        apply_message(&mut state, &roots, subject, &payload, sequence)
+            .unwrap_or_else(|error| panic!("{name}: apply: {error}"));
+
+        let readable = may_read(&state, CLIENT_NAME, SECRET_NAME).expect("the memory state cannot fail");
+        assert_eq!(readable, expected, "after {name}, may the golden client read the golden secret");
+    }
 }
 
 #[test]
@@ -433,7 +664,15 @@ fn spec_encoder_matches_rmp_serde() {
 
         let body = match event.kind.as_str() {
             KIND_SIGNING_KEY_CERTIFIED => msgpack::certified_body(&decode_body(&event.body).expect("body")),
-            _ => msgpack::version_added_body(&decode_body(&event.body).expect("body")),
+            KIND_SECRET_VERSION_ADDED => msgpack::version_added_body(&decode_body(&event.body).expect("body")),
+            KIND_CLIENT_CREATED | KIND_GROUP_CREATED => msgpack::created_body(&decode_body(&event.body).expect("body")),
+            KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED => {
+                msgpack::membership_body(&decode_body(&event.body).expect("body"))
+            }
+            KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED => {
+                msgpack::grant_body(&decode_body(&event.body).expect("body"))
+            }
+            _ => msgpack::empty_body(),
         };
         assert_eq!(body, event.body, "{}: body", vector.file);
     }
@@ -448,6 +687,8 @@ fn vectors_use_subjects_from_aggregates() {
         assert_eq!(aggregate.subject(), expected, "{}", vector.file);
     }
     assert_eq!(AggregateType::parse("signing_key"), Some(AggregateType::SigningKey));
+    assert_eq!(AggregateType::parse("client"), Some(AggregateType::Client));
+    assert_eq!(AggregateType::parse("group"), Some(AggregateType::Group));
 }
 
 /// Returns the bytes of the annotated dump in `FORMAT.md` that follows `marker`.
@@ -475,4 +716,19 @@ fn format_md_dump_matches_vector() {
     let document = read_json(&vectors_dir().join("02-secret-version-added-first.json"));
     let dump = format_md_dump("<!-- golden-dump: 02-secret-version-added-first.json -->");
     assert_eq!(hex::encode(dump), document["payload_hex"].as_str().expect("payload_hex"));
+}
+
+#[test]
+fn format_md_body_dumps_match_vectors() {
+    for file in [
+        "04-client-created.json",
+        "05-group-created.json",
+        "06-group-member-added.json",
+        "07-group-grant-added.json",
+        "08-client-disabled.json",
+    ] {
+        let document = read_json(&vectors_dir().join(file));
+        let dump = format_md_dump(&format!("<!-- golden-body: {file} -->"));
+        assert_eq!(hex::encode(dump), document["event"]["body_hex"].as_str().expect("body_hex"), "{file}");
+    }
 }

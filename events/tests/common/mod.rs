@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use watchword_events::body::{
-    DataKeyRef, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, SealedContent, SecretVersionAdded,
+    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_GROUP_CREATED, KIND_GROUP_DELETED,
+    KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED,
+    KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
     SigningKeyCertified, encode_body,
 };
 use watchword_events::error::ApplyError;
@@ -87,6 +89,24 @@ pub fn version_added(content_version: u64) -> SecretVersionAdded {
 
 pub fn version_added_body(content_version: u64) -> Vec<u8> {
     encode_body(&version_added(content_version))
+}
+
+/// Returns the body of `client.created` and `group.created`.
+pub fn created_body(owner_group: Option<&str>, description: &str) -> Vec<u8> {
+    encode_body(&Created { owner_group: owner_group.map(str::to_owned), description: description.to_owned() })
+}
+
+/// Returns the body of `client.disabled`, `client.enabled`, `client.deleted` and `group.deleted`.
+pub fn empty_body() -> Vec<u8> {
+    encode_body(&Empty {})
+}
+
+pub fn membership_body(client: &str) -> Vec<u8> {
+    encode_body(&Membership { client: client.to_owned() })
+}
+
+pub fn grant_body(secret: &str) -> Vec<u8> {
+    encode_body(&Grant { secret: secret.to_owned() })
 }
 
 /// One stored stream message, owned.
@@ -192,6 +212,54 @@ impl Stream {
         self.add_version_signed(name, &signer_key())
     }
 
+    /// Builds the next event of `kind` on `aggregate`, signed by the signer key,
+    /// without recording it, so that a test can apply it and expect a rejection.
+    pub fn next_message(&self, aggregate: Aggregate, kind: &str, body: Vec<u8>) -> Message {
+        let event = self.next_event(aggregate, kind, &signer_key(), body);
+        self.seal_next(&event, &signer_key())
+    }
+
+    /// Appends an event of `kind` on `aggregate`, signed by the signer key.
+    pub fn append(&mut self, aggregate: Aggregate, kind: &str, body: Vec<u8>) -> Message {
+        let event = self.next_event(aggregate, kind, &signer_key(), body);
+        self.push(&event, &signer_key())
+    }
+
+    /// Appends a `client.created` with no owner group.
+    pub fn create_client(&mut self, name: &str) -> Message {
+        self.append(Aggregate::client(name), KIND_CLIENT_CREATED, created_body(None, "test client"))
+    }
+
+    /// Appends a client event whose body is empty: `client.disabled`, `client.enabled` or `client.deleted`.
+    pub fn client_event(&mut self, name: &str, kind: &str) -> Message {
+        self.append(Aggregate::client(name), kind, empty_body())
+    }
+
+    /// Appends a `group.created` with no owner group.
+    pub fn create_group(&mut self, name: &str) -> Message {
+        self.append(Aggregate::group(name), KIND_GROUP_CREATED, created_body(None, "test group"))
+    }
+
+    pub fn delete_group(&mut self, name: &str) -> Message {
+        self.append(Aggregate::group(name), KIND_GROUP_DELETED, empty_body())
+    }
+
+    pub fn add_member(&mut self, group: &str, client: &str) -> Message {
+        self.append(Aggregate::group(group), KIND_GROUP_MEMBER_ADDED, membership_body(client))
+    }
+
+    pub fn remove_member(&mut self, group: &str, client: &str) -> Message {
+        self.append(Aggregate::group(group), KIND_GROUP_MEMBER_REMOVED, membership_body(client))
+    }
+
+    pub fn add_grant(&mut self, group: &str, secret: &str) -> Message {
+        self.append(Aggregate::group(group), KIND_GROUP_GRANT_ADDED, grant_body(secret))
+    }
+
+    pub fn remove_grant(&mut self, group: &str, secret: &str) -> Message {
+        self.append(Aggregate::group(group), KIND_GROUP_GRANT_REMOVED, grant_body(secret))
+    }
+
     pub fn stored(&self) -> Vec<StoredMessage<'_>> {
         self.messages.iter().map(Message::stored).collect()
     }
@@ -226,7 +294,7 @@ pub fn rejection(state: &mut MemoryState, message: &Message) -> ApplyError {
 /// An encoder written from `FORMAT.md` alone, without serde, so that a test can
 /// check the specification against `rmp-serde` and build non-canonical variants.
 pub mod msgpack {
-    use watchword_events::body::{SecretVersionAdded, SigningKeyCertified};
+    use watchword_events::body::{Created, Grant, Membership, SecretVersionAdded, SigningKeyCertified};
     use watchword_events::event::Event;
 
     pub fn array_header(len: usize) -> Vec<u8> {
@@ -327,5 +395,22 @@ pub mod msgpack {
 
     pub fn certified_body(body: &SigningKeyCertified) -> Vec<u8> {
         array(&[str(&body.algorithm), bin(&body.public_key)])
+    }
+
+    pub fn created_body(body: &Created) -> Vec<u8> {
+        let owner_group = body.owner_group.as_deref().map_or_else(nil, str);
+        array(&[owner_group, str(&body.description)])
+    }
+
+    pub fn empty_body() -> Vec<u8> {
+        array(&[])
+    }
+
+    pub fn membership_body(body: &Membership) -> Vec<u8> {
+        array(&[str(&body.client)])
+    }
+
+    pub fn grant_body(body: &Grant) -> Vec<u8> {
+        array(&[str(&body.secret)])
     }
 }

@@ -26,6 +26,7 @@ use crate::writer::{
     Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, WriteError, WriteSecret, Writer, content_version,
 };
 
+pub mod enrolment;
 pub mod entities;
 
 /// Maximum wait of one watch request.
@@ -41,6 +42,8 @@ pub struct AppState {
     pub access: std::sync::Arc<AccessConfig>,
     pub reader: Reader,
     pub writer: Writer,
+    /// The CA that issues client certificates, when enrolment is on.
+    pub ca: Option<std::sync::Arc<crate::ca::ClientCa>>,
 }
 
 /// Builds the router of the `/v1/` API.
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/watch", get(watch))
         .route("/v1/status", get(status))
         .merge(entities::routes())
+        .merge(enrolment::routes())
         // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
         .with_state(state)
@@ -104,6 +108,9 @@ impl From<WriteError> for ApiError {
             WriteError::Invalid(_) => ApiError::bad_request(message),
             WriteError::State(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             WriteError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            WriteError::Rejected(_) => ApiError::new(StatusCode::FORBIDDEN, "rejected", message),
+            WriteError::Ca(crate::ca::CaError::InvalidCsr(_)) => ApiError::bad_request(message),
+            WriteError::Ca(_) => unavailable(message),
             WriteError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "content_too_large", message),
             WriteError::Conflict { current, .. } => {
                 ApiError { current_revision: current, ..ApiError::new(StatusCode::CONFLICT, "conflict", message) }

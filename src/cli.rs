@@ -141,6 +141,13 @@ enum ClientCommand {
     Enable { name: String },
     /// Delete a client and its memberships.
     Delete { name: String },
+    /// Issue a one-time enrolment token for a client; it is printed once.
+    EnrolmentToken {
+        name: String,
+        /// Lifetime in seconds (1 to 604800).
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +187,18 @@ struct CreateArgs {
 
 #[derive(Debug, Subcommand)]
 enum CaCommand {
+    /// Create the certificate of the HSM's CA key (hsm.ca_key_label in the server configuration).
+    Init {
+        /// File to write the CA certificate to; an existing file is kept.
+        #[arg(long)]
+        out: PathBuf,
+        /// Subject common name of the CA.
+        #[arg(long, default_value = "Watchword client CA")]
+        common_name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
     /// Create a development CA and server and client certificates (software keys).
     Dev {
         /// Directory of the certificates; existing files are kept.
@@ -282,6 +301,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", hex::encode(hsm.root_public_key()));
             Ok(())
         }
+        Command::Ca(CaCommand::Init { out, common_name, days }) => {
+            if out.exists() {
+                println!("kept    {}", out.display());
+                return Ok(());
+            }
+            let path = config_path(&cli.config)?;
+            let config: ServerConfig =
+                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let hsm =
+                crate::hsm::Hsm::open(&config.hsm).map_err(|e| Failure { status: 69, message: format!("HSM: {e}") })?;
+            let key = crate::ca::HsmCaKey::new(&hsm).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let pem = crate::ca::self_signed(&key, &common_name, days)
+                .map_err(|e| Failure { status: 1, message: e.to_string() })?;
+            std::fs::write(&out, pem)
+                .map_err(|e| Failure { status: 1, message: format!("cannot write {}: {e}", out.display()) })?;
+            println!("created {}", out.display());
+            Ok(())
+        }
         Command::Ca(CaCommand::Dev { out, server_names, clients }) => {
             let report = crate::pki::write_dev_set(&out, &server_names, &clients)
                 .map_err(|e| Failure { status: 1, message: e.to_string() })?;
@@ -378,6 +415,16 @@ async fn run_client(client: &ApiClient, output: Output, command: ClientCommand) 
         ClientCommand::Disable { name } => client.command(Method::POST, &["clients", &name, "disable"]).await?,
         ClientCommand::Enable { name } => client.command(Method::POST, &["clients", &name, "enable"]).await?,
         ClientCommand::Delete { name } => client.command(Method::DELETE, &["clients", &name]).await?,
+        ClientCommand::EnrolmentToken { name, ttl_secs } => {
+            let token = client.create_enrolment_token(&name, Some(ttl_secs)).await?;
+            print_rows(
+                output,
+                &token,
+                &["CLIENT", "TOKEN", "EXPIRES"],
+                &[vec![token.client.clone(), token.token.clone(), token.expires_at.clone()]],
+            );
+            return Ok(());
+        }
     };
     print_command(output, &response);
     Ok(())

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+pub use crate::api::enrolment::{CertificateResponse, EnrolRequest, RenewRequest, TokenRequest, TokenResponse};
 pub use crate::api::entities::{ClientSummary, CommandResponse, CreateRequest, Directory, GroupSummary};
 pub use crate::api::{SecretList, SecretSummary, StatusResponse, WriteResponse};
 use crate::tls;
@@ -165,6 +166,35 @@ impl ApiClient {
 
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.json(self.http.get(format!("{}/v1/status", self.server)).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Issues a one-time enrolment token for a client.
+    pub async fn create_enrolment_token(
+        &self,
+        name: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<TokenResponse, ClientError> {
+        let url = format!("{}/enrolment-tokens", self.url(&["clients", name])?);
+        self.json(self.http.post(url).json(&TokenRequest { ttl_secs }).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Exchanges this client's current certificate for a new one with the CSR's key.
+    pub async fn renew(&self, csr_pem: String) -> Result<CertificateResponse, ClientError> {
+        let request = self.http.post(self.url(&["renew"])?).json(&RenewRequest { csr_pem });
+        self.json(request.timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Exchanges an enrolment token and a CSR for a certificate at the enrolment
+    /// endpoint `server`, which needs no client certificate.
+    pub async fn enrol(server: &str, ca: &Path, request: &EnrolRequest) -> Result<CertificateResponse, ClientError> {
+        if !server.starts_with("https://") {
+            return Err(ClientError::InvalidServer { url: server.to_owned() });
+        }
+        tls::install_crypto_provider();
+        let http = tls::anonymous_http_client(ca)?;
+        let anonymous = ApiClient { http, server: server.trim_end_matches('/').to_owned() };
+        let url = anonymous.url(&["enrol"])?;
+        anonymous.json(anonymous.http.post(url).json(request).timeout(REQUEST_TIMEOUT)).await
     }
 
     /// Registers a client by its certificate identity.

@@ -45,6 +45,33 @@ pub struct ServerConfig {
     pub projector: ProjectorConfig,
     #[serde(default)]
     pub access: AccessConfig,
+    /// Certificate authority for enrolled clients; absent: enrolment is off.
+    #[serde(default)]
+    pub ca: Option<CaConfig>,
+}
+
+/// The `[ca]` section: client enrolment under the HSM's CA key (`hsm.ca_key_label`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// The CA certificate that `watchword ca init` wrote. Add it to `tls.client_ca`
+    /// too, so that enrolled clients are accepted.
+    pub cert: PathBuf,
+    /// Lifetime of issued client certificates, in hours. Default 24.
+    #[serde(default = "default_leaf_hours")]
+    pub leaf_hours: u64,
+    /// Address of the enrolment endpoint, which accepts connections without a client
+    /// certificate and serves only `POST /v1/enrol`. Default `127.0.0.1:8444`.
+    #[serde(default = "default_enrol_listen")]
+    pub enrol_listen: SocketAddr,
+}
+
+fn default_leaf_hours() -> u64 {
+    24
+}
+
+fn default_enrol_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8444))
 }
 
 /// Certificate, key and client CA of the HTTPS API, all PEM files.
@@ -179,6 +206,9 @@ impl ResolvePaths for ServerConfig {
         if let Some(pin_file) = &mut self.hsm.pin_file {
             resolve(base, pin_file);
         }
+        if let Some(ca) = &mut self.ca {
+            resolve(base, &mut ca.cert);
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -192,6 +222,14 @@ impl ResolvePaths for ServerConfig {
         }
         if !(1..=65_536).contains(&self.projector.cache_mib) {
             return Err(format!("projector.cache_mib {} must be between 1 and 65536", self.projector.cache_mib));
+        }
+        if let Some(ca) = &self.ca {
+            if self.hsm.ca_key_label.is_none() {
+                return Err("[ca] needs hsm.ca_key_label, the label of the CA key pair in the HSM".to_owned());
+            }
+            if !(1..=24 * 90).contains(&ca.leaf_hours) {
+                return Err(format!("ca.leaf_hours {} must be between 1 and 2160 (90 days)", ca.leaf_hours));
+            }
         }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));

@@ -7,12 +7,23 @@
 
 use watchword_events::Aggregate;
 use watchword_events::body::{
+    CertificateIssued, EnrolmentTokenIssued, KIND_CLIENT_CERTIFICATE_ISSUED, KIND_CLIENT_ENROLMENT_TOKEN_ISSUED,
+    decode_body,
+};
+use watchword_events::body::{
     Created, Empty, Grant, KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
     KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED,
     KIND_GROUP_MEMBER_REMOVED, Membership, encode_body,
 };
 use watchword_events::names::{validate_entity_name, validate_secret_name};
 
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::ca::{ClientCa, IssuedClientCert};
+use crate::signer::now_micros;
 use crate::writer::{Committed, Draft, Head, WriteContext, WriteError, Writer, describe};
 
 /// A command on a client.
@@ -154,4 +165,146 @@ fn decide_group(aggregate: &Aggregate, exists: bool, command: &GroupCommand) -> 
         }
     };
     Ok(Draft { kind, body, data_key: None })
+}
+
+/// An enrolment token as shown, once, to the operator who issued it.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: zeroize::Zeroizing<String>,
+    pub expires_at_micros: i64,
+    pub committed: Committed,
+}
+
+/// Issues a one-time enrolment token for an enabled client, valid for `ttl_secs`.
+/// Only the token's SHA-256 is recorded; a new token replaces any unused one.
+pub async fn issue_enrolment_token(
+    writer: &Writer,
+    name: &str,
+    ttl_secs: u64,
+    context: &WriteContext,
+) -> Result<IssuedToken, WriteError> {
+    validate_entity_name(name)?;
+    if !(1..=7 * 24 * 3600).contains(&ttl_secs) {
+        return Err(WriteError::Invalid(format!("token lifetime {ttl_secs} s must be between 1 s and 7 days")));
+    }
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+    let token = zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+    let expires_at_micros = now_micros() + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2) * 1_000_000;
+    let body = EnrolmentTokenIssued { token_sha256: Sha256::digest(token.as_bytes()).into(), expires_at_micros };
+
+    let aggregate = Aggregate::client(name);
+    let committed = writer
+        .append(&aggregate, context, &|head, _, _| {
+            let draft = match client_status(head.as_ref()) {
+                ClientStatus::Enabled => {
+                    Ok(Draft { kind: KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, body: encode_body(&body), data_key: None })
+                }
+                ClientStatus::Disabled => Err(WriteError::State(format!("{} is disabled", describe(&aggregate)))),
+                ClientStatus::Absent => Err(WriteError::NotFound(aggregate.clone())),
+            };
+            Box::pin(async move { draft })
+        })
+        .await?;
+    Ok(IssuedToken { token, expires_at_micros, committed })
+}
+
+/// Exchanges an enrolment token and a CSR for a client certificate. The token must
+/// be the last thing issued to the client, unexpired and unused: recording the
+/// issuance appends after the token's event, so two uses of one token cannot both
+/// succeed.
+pub async fn enrol(
+    writer: &Writer,
+    ca: &Arc<ClientCa>,
+    name: &str,
+    token: &str,
+    csr_pem: &str,
+    context: &WriteContext,
+) -> Result<(IssuedClientCert, Committed), WriteError> {
+    validate_entity_name(name)?;
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let aggregate = Aggregate::client(name);
+    let issued = Mutex::new(None);
+    let committed = writer
+        .append(&aggregate, context, &|head, _, _| {
+            let check = check_token(&aggregate, head.as_ref(), &presented);
+            let (ca, name, csr, issued) = (Arc::clone(ca), name.to_owned(), csr_pem.to_owned(), &issued);
+            Box::pin(async move {
+                check?;
+                let certificate = issue_blocking(ca, name, csr).await?;
+                let body = CertificateIssued {
+                    serial: certificate.serial.clone(),
+                    not_after_micros: micros(certificate.not_after),
+                    token_sha256: Some(presented),
+                };
+                *issued.lock().expect("issued certificate lock") = Some(certificate);
+                Ok(Draft { kind: KIND_CLIENT_CERTIFICATE_ISSUED, body: encode_body(&body), data_key: None })
+            })
+        })
+        .await?;
+    let certificate = issued.into_inner().expect("issued certificate lock").expect("a committed enrolment issued one");
+    Ok((certificate, committed))
+}
+
+/// Issues a fresh certificate to an enabled client that authenticated with its
+/// current one.
+pub async fn renew(
+    writer: &Writer,
+    ca: &Arc<ClientCa>,
+    name: &str,
+    csr_pem: &str,
+    context: &WriteContext,
+) -> Result<(IssuedClientCert, Committed), WriteError> {
+    let aggregate = Aggregate::client(name);
+    let issued = Mutex::new(None);
+    let committed = writer
+        .append(&aggregate, context, &|head, _, _| {
+            let status = client_status(head.as_ref());
+            let (ca, name, csr, issued, aggregate) =
+                (Arc::clone(ca), name.to_owned(), csr_pem.to_owned(), &issued, aggregate.clone());
+            Box::pin(async move {
+                if status != ClientStatus::Enabled {
+                    return Err(WriteError::Rejected(format!("{} is not an enabled client", describe(&aggregate))));
+                }
+                let certificate = issue_blocking(ca, name, csr).await?;
+                let body = CertificateIssued {
+                    serial: certificate.serial.clone(),
+                    not_after_micros: micros(certificate.not_after),
+                    token_sha256: None,
+                };
+                *issued.lock().expect("issued certificate lock") = Some(certificate);
+                Ok(Draft { kind: KIND_CLIENT_CERTIFICATE_ISSUED, body: encode_body(&body), data_key: None })
+            })
+        })
+        .await?;
+    let certificate = issued.into_inner().expect("issued certificate lock").expect("a committed renewal issued one");
+    Ok((certificate, committed))
+}
+
+fn check_token(aggregate: &Aggregate, head: Option<&Head>, presented: &[u8; 32]) -> Result<(), WriteError> {
+    let rejected =
+        |reason: &str| WriteError::Rejected(format!("enrolment of {} rejected: {reason}", describe(aggregate)));
+    let Some(head) = head.filter(|h| h.event.kind == KIND_CLIENT_ENROLMENT_TOKEN_ISSUED) else {
+        return Err(rejected("no unused enrolment token; ask an operator for a new one"));
+    };
+    let body: EnrolmentTokenIssued =
+        decode_body(&head.event.body).map_err(|source| WriteError::CorruptHead { sequence: head.sequence, source })?;
+    if &body.token_sha256 != presented {
+        return Err(rejected("the token does not match; ask an operator for a new one"));
+    }
+    if now_micros() > body.expires_at_micros {
+        return Err(rejected("the token has expired; ask an operator for a new one"));
+    }
+    Ok(())
+}
+
+async fn issue_blocking(ca: Arc<ClientCa>, name: String, csr: String) -> Result<IssuedClientCert, WriteError> {
+    tokio::task::spawn_blocking(move || ca.issue(&name, &csr))
+        .await
+        .map_err(|e| WriteError::Invalid(format!("certificate task failed: {e}")))?
+        .map_err(WriteError::from)
+}
+
+fn micros(time: time::OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }

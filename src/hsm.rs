@@ -100,6 +100,9 @@ pub struct HsmConfig {
     /// CKA_LABEL shared by the private and the public half of the Ed25519
     /// root key. Default: `watchword-root`.
     pub root_key_label: String,
+    /// CKA_LABEL of the Ed25519 key pair of the certificate authority that issues
+    /// client certificates at enrolment, or none to run without one. Default: none.
+    pub ca_key_label: Option<String>,
     /// Whether [`Hsm::open`] generates a missing key instead of failing. Set it
     /// for development tokens only: in production a missing key means that the
     /// server points at the wrong token or label. Default: `false`.
@@ -122,6 +125,8 @@ struct Inner {
     kek_id: String,
     root_private_key: ObjectHandle,
     root_public_key: [u8; 32],
+    /// Private key and raw public key of the certificate authority, when configured.
+    ca: Option<(ObjectHandle, [u8; 32])>,
     token_label: String,
 }
 
@@ -133,6 +138,7 @@ impl Default for HsmConfig {
             pin_file: None,
             kek_label: "watchword-kek".to_owned(),
             root_key_label: "watchword-root".to_owned(),
+            ca_key_label: None,
             create_missing_keys: false,
             sessions: 4,
         }
@@ -178,8 +184,18 @@ impl Hsm {
 
         let kek = keys::find_or_generate_kek(&session, config)?;
         keys::check_kek(&session, kek, config)?;
-        let (root_private_key, root_public_key) = keys::find_or_generate_root_key(&session, config)?;
-        keys::check_root_key(&session, root_private_key, &root_public_key, config)?;
+        let root = keys::SigningPair::root(config);
+        let (root_private_key, root_public_key) = keys::find_or_generate_signing_pair(&session, config, root)?;
+        keys::check_signing_pair(&session, root_private_key, &root_public_key, config, root)?;
+        let ca = match &config.ca_key_label {
+            Some(label) => {
+                let pair = keys::SigningPair { label, private: KeyRole::CaPrivateKey, public: KeyRole::CaPublicKey };
+                let (private_key, public_key) = keys::find_or_generate_signing_pair(&session, config, pair)?;
+                keys::check_signing_pair(&session, private_key, &public_key, config, pair)?;
+                Some((private_key, public_key))
+            }
+            None => None,
+        };
 
         let pool = SessionPool::open(&pkcs11, slot, session, config)?;
         let hsm = Hsm {
@@ -189,6 +205,7 @@ impl Hsm {
                 kek_id: keys::kek_id(&config.kek_label),
                 root_private_key,
                 root_public_key,
+                ca,
                 token_label: config.token_label.clone(),
             }),
         };
@@ -233,6 +250,22 @@ impl Hsm {
             wrapped.try_into().map_err(|_| HsmError::WrappedKeyLength { len: wrapped.len() })?;
         let aad = aad.to_vec();
         self.run(move |session, inner| decrypt(session, inner.kek, &wrapped, &aad)).await
+    }
+
+    /// Returns the raw Ed25519 public key of the certificate authority, if configured.
+    pub fn ca_public_key(&self) -> Option<[u8; 32]> {
+        self.inner.ca.map(|(_, public_key)| public_key)
+    }
+
+    /// Signs `message` with the CA private key (Ed25519), blocking the calling thread;
+    /// call it from a blocking context such as `spawn_blocking`.
+    pub fn sign_with_ca_blocking(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
+        let (private_key, _) = self
+            .inner
+            .ca
+            .ok_or(HsmError::InvalidConfig { setting: "ca_key_label", reason: "no CA key is configured" })?;
+        let session = self.inner.pool.take_blocking();
+        sign(&session, private_key, message)
     }
 
     /// Signs `message` with the root private key (Ed25519, CKM_EDDSA).

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod agent;
 pub mod api;
+pub mod ca;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -9,8 +9,10 @@ use tokio::sync::watch;
 use watchword_events::readmodel::ReadModel;
 use watchword_events::verify::RootKeys;
 
+use crate::api::enrolment::enrol_router;
 use crate::api::{self, AppState};
-use crate::config::ServerConfig;
+use crate::ca::{ClientCa, HsmCaKey};
+use crate::config::{CaConfig, ServerConfig};
 use crate::hsm::Hsm;
 use crate::projector::{self, Progress};
 use crate::reader::Reader;
@@ -73,12 +75,17 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .map_err(|e| StartError::Unavailable(format!("certifying the event signing key: {e}")))?;
     tracing::info!(signing_key.id = signer.key_id(), "event signing key certified by the HSM root key");
 
+    let ca = load_ca(&config, &hsm)?;
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),
         writer: Writer::new(store.clone(), hsm.clone(), Arc::new(signer)),
         reader: Reader::new(model, store, hsm, progress),
+        ca,
     };
+    if let Some(ca_config) = &config.ca {
+        start_enrolment(&config, ca_config, state.clone(), ready_file).await?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Config(format!("cannot listen on {} (listen): {e}", config.listen)))?;
@@ -99,6 +106,45 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .await
         .map_err(|e| StartError::Unavailable(format!("HTTPS server failed: {e}")))?;
     tracing::info!("watchword server stopped");
+    Ok(())
+}
+
+fn load_ca(config: &ServerConfig, hsm: &Hsm) -> Result<Option<Arc<ClientCa>>, StartError> {
+    let Some(ca_config) = &config.ca else {
+        return Ok(None);
+    };
+    let label = config.hsm.ca_key_label.clone().unwrap_or_default();
+    let key = HsmCaKey::new(hsm).map_err(|e| StartError::Config(e.to_string()))?;
+    let lifetime = time::Duration::hours(i64::try_from(ca_config.leaf_hours).unwrap_or(24));
+    let ca = ClientCa::load(key, &ca_config.cert, lifetime, &label).map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(ca)))
+}
+
+/// Starts the enrolment listener, which accepts clients without certificates and
+/// serves only `POST /v1/enrol`. Its bound address goes to `<ready_file>.enrol`.
+async fn start_enrolment(
+    config: &ServerConfig,
+    ca_config: &CaConfig,
+    state: AppState,
+    ready_file: Option<&Path>,
+) -> Result<(), StartError> {
+    let tls_config = tls::server_config_without_client_auth(&config.tls.cert, &config.tls.key)
+        .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+    let listener = TcpListener::bind(ca_config.enrol_listen).await.map_err(|e| {
+        StartError::Config(format!("cannot listen on {} (ca.enrol_listen): {e}", ca_config.enrol_listen))
+    })?;
+    let address = listener.local_addr().map_err(|e| StartError::Unavailable(e.to_string()))?;
+    tracing::info!(server.addr = %address, "enrolment endpoint started");
+    if let Some(path) = ready_file {
+        let path = path.with_extension("enrol");
+        std::fs::write(&path, address.to_string())
+            .map_err(|e| StartError::Config(format!("cannot write {}: {e}", path.display())))?;
+    }
+    tokio::spawn(async move {
+        if let Err(error) = tls::serve_anonymous(listener, tls_config, enrol_router(state), shutdown_signal()).await {
+            tracing::error!(%error, "enrolment endpoint failed");
+        }
+    });
     Ok(())
 }
 

@@ -186,6 +186,22 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<Se
     Ok(Arc::new(config))
 }
 
+/// Builds a server configuration that presents `cert` with `key` and asks no
+/// client certificate, for [`serve_anonymous`].
+pub fn server_config_without_client_auth(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring provider supports the default TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|source| TlsError::KeyPair { cert: cert.to_path_buf(), key: key.to_path_buf(), source })?;
+    config.alpn_protocols = alpn_protocols();
+    Ok(Arc::new(config))
+}
+
 /// Builds a client configuration that trusts the CA certificates in `ca` and
 /// presents `cert` with `key` as its client certificate.
 ///
@@ -223,6 +239,25 @@ pub fn http_client(ca: &Path, cert: &Path, key: &Path) -> Result<reqwest::Client
         .connect_timeout(CLIENT_CONNECT_TIMEOUT)
         .tcp_keepalive(CLIENT_TCP_KEEPALIVE)
         .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT)
+        .build()
+        .map_err(TlsError::HttpClient)
+}
+
+/// Builds an HTTPS client that trusts `ca` and presents no certificate, for the
+/// enrolment endpoint.
+pub fn anonymous_http_client(ca: &Path) -> Result<reqwest::Client, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = load_roots(ca)?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring provider supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn_protocols();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .https_only(true)
+        .connect_timeout(CLIENT_CONNECT_TIMEOUT)
         .build()
         .map_err(TlsError::HttpClient)
 }
@@ -282,6 +317,35 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_with(listener, tls, router, shutdown, PeerAuth::Required).await
+}
+
+/// Serves `router` like [`serve`] to clients without a certificate: requests carry
+/// no [`ClientIdentity`]. Only for routes that authenticate by other means, such
+/// as the enrolment endpoint with its one-time token.
+pub async fn serve_anonymous(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, tls, router, shutdown, PeerAuth::None).await
+}
+
+/// Whether connections must present a client certificate with an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerAuth {
+    Required,
+    None,
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    peer_auth: PeerAuth,
+) -> io::Result<()> {
     let local_addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
     let http = Arc::new(http_builder());
@@ -290,7 +354,10 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
-    info!(server.addr = %local_addr, "serving HTTPS, client certificates required");
+    match peer_auth {
+        PeerAuth::Required => info!(server.addr = %local_addr, "serving HTTPS, client certificates required"),
+        PeerAuth::None => info!(server.addr = %local_addr, "serving HTTPS without client certificates"),
+    }
 
     // NOTE: the number of concurrent connections and handshakes is not limited.
     loop {
@@ -311,6 +378,7 @@ pub async fn serve(
                         router.clone(),
                         http.clone(),
                         stop_receiver.clone(),
+                        peer_auth,
                     );
                     connections.spawn(connection.instrument(span));
                 }
@@ -402,6 +470,7 @@ async fn serve_connection(
     router: Router,
     http: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<()>,
+    peer_auth: PeerAuth,
 ) {
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "failed to set TCP_NODELAY");
@@ -428,22 +497,27 @@ async fn serve_connection(
 
     // Returning drops the stream unread, which closes the connection before hyper
     // reads any request.
-    let identity = match peer_identity(&tls) {
-        Ok(identity) => identity,
-        Err(err) => {
+    let identity = match (peer_auth, peer_identity(&tls)) {
+        (PeerAuth::None, _) => None,
+        (PeerAuth::Required, Ok(identity)) => Some(identity),
+        (PeerAuth::Required, Err(err)) => {
             info!(error = %err, "client certificate rejected; closing the connection");
             return;
         }
     };
     let span = Span::current();
-    span.record("client.id", identity.name.as_str());
+    if let Some(identity) = &identity {
+        span.record("client.id", identity.name.as_str());
+    }
     debug!(
         tls.alpn = ?tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy),
         "TLS handshake complete"
     );
 
     let service = service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(identity.clone());
+        if let Some(identity) = &identity {
+            request.extensions_mut().insert(identity.clone());
+        }
         request.extensions_mut().insert(ConnectInfo(peer));
         // hyper runs each HTTP/2 stream in its own task, outside this connection's
         // span, so the span is attached to every request explicitly.

@@ -96,6 +96,11 @@ pub enum WriteError {
     State(String),
     #[error("{} not found", describe(.0))]
     NotFound(Aggregate),
+    /// A credential such as an enrolment token was refused.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] crate::ca::CaError),
     #[error("idempotency key was already used for another request (on {other}); use a new key for a new request")]
     IdempotencyKeyReused { other: String },
     #[error("too many concurrent writes to {}; retry", describe(.0))]

@@ -151,3 +151,31 @@ pub struct Membership {
 pub struct Grant {
     pub secret: String,
 }
+
+/// An operator issues a one-time enrolment token for a client; only its hash is recorded.
+pub const KIND_CLIENT_ENROLMENT_TOKEN_ISSUED: &str = "client.enrolment_token_issued";
+
+/// The certificate authority issues a certificate to a client, at enrolment or renewal.
+pub const KIND_CLIENT_CERTIFICATE_ISSUED: &str = "client.certificate_issued";
+
+/// Body of [`KIND_CLIENT_ENROLMENT_TOKEN_ISSUED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentTokenIssued {
+    /// SHA-256 of the token; the token itself is shown once to the operator.
+    #[serde(with = "serde_bytes")]
+    pub token_sha256: [u8; 32],
+    /// Microseconds since the Unix epoch after which the token is rejected.
+    pub expires_at_micros: i64,
+}
+
+/// Body of [`KIND_CLIENT_CERTIFICATE_ISSUED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateIssued {
+    /// Serial number of the certificate, in lowercase hex.
+    pub serial: String,
+    /// Microseconds since the Unix epoch at which the certificate expires.
+    pub not_after_micros: i64,
+    /// SHA-256 of the enrolment token that this issuance consumed, or `None` for a renewal.
+    #[serde(with = "serde_bytes")]
+    pub token_sha256: Option<[u8; 32]>,
+}

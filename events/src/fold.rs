@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{
-    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED,
-    KIND_CLIENT_ENABLED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED,
-    KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
-    Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, decode_body,
+    CertificateIssued, Created, DataKeyRef, Empty, EnrolmentTokenIssued, Grant, KIND_CLIENT_CERTIFICATE_ISSUED,
+    KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
+    KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED,
+    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED,
+    KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, decode_body,
 };
 use crate::error::{ApplyError, FoldError, ViewError};
 use crate::event::{Aggregate, AggregateType, Event, EventHash, ZERO_HASH};
@@ -142,7 +143,12 @@ pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Chang
     match event.kind.as_str() {
         KIND_SECRET_VERSION_ADDED => changes.push(fold_version_added(view, recorded)?),
         KIND_SIGNING_KEY_CERTIFIED => changes.push(fold_key_certified(recorded)?),
-        KIND_CLIENT_CREATED | KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED => {
+        KIND_CLIENT_CREATED
+        | KIND_CLIENT_DISABLED
+        | KIND_CLIENT_ENABLED
+        | KIND_CLIENT_DELETED
+        | KIND_CLIENT_ENROLMENT_TOKEN_ISSUED
+        | KIND_CLIENT_CERTIFICATE_ISSUED => {
             changes.extend(fold_client(view, recorded)?);
         }
         KIND_GROUP_CREATED
@@ -250,6 +256,14 @@ fn fold_client(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Ch
     expect_aggregate(event, AggregateType::Client)?;
     let created: Option<Created> = match event.kind.as_str() {
         KIND_CLIENT_CREATED => Some(decode(event)?),
+        KIND_CLIENT_ENROLMENT_TOKEN_ISSUED => {
+            let _: EnrolmentTokenIssued = decode(event)?;
+            None
+        }
+        KIND_CLIENT_CERTIFICATE_ISSUED => {
+            let _: CertificateIssued = decode(event)?;
+            None
+        }
         _ => {
             let _: Empty = decode(event)?;
             None
@@ -281,6 +295,9 @@ fn fold_client(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Ch
         }
         (KIND_CLIENT_ENABLED, Some(client), _) if !client.enabled => {
             Ok(vec![Change::Client(ClientState { enabled: true, sequence: recorded.sequence, ..client })])
+        }
+        (KIND_CLIENT_ENROLMENT_TOKEN_ISSUED | KIND_CLIENT_CERTIFICATE_ISSUED, Some(client), _) if client.enabled => {
+            Ok(vec![Change::Client(ClientState { sequence: recorded.sequence, ..client })])
         }
         (KIND_CLIENT_DELETED, Some(_), _) => {
             let mut changes = vec![Change::ClientRemoved { name: name.clone() }];

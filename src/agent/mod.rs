@@ -6,6 +6,7 @@
 //! atomically, and removes files of secrets it may no longer read. While the server
 //! is unreachable the files stay as they are, and the agent retries with back-off.
 
+pub mod enrolment;
 pub mod files;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +26,7 @@ type Held = BTreeMap<String, u64>;
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let client = ApiClient::new(&config.server, &config.ca, &config.cert, &config.key)?;
+    let mut client = ApiClient::new(&config.server, &config.ca, &config.cert, &config.key)?;
     let dir = SecretDir::open(&config.secrets_dir)?;
     let default_mode = parse_mode(&config.default_mode).map_err(anyhow::Error::msg)?;
     let wait = Duration::from_secs(config.watch_timeout_secs);
@@ -37,6 +38,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut after = 0;
     let mut backoff = Duration::from_millis(250);
     loop {
+        match enrolment::renew_if_due(&client, &config.cert, &config.key).await {
+            Ok(true) => client = ApiClient::new(&config.server, &config.ca, &config.cert, &config.key)?,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "certificate renewal failed; retrying later"),
+        }
         let step = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             step = client.watch(after, wait) => step,

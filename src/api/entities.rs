@@ -78,7 +78,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/groups/{name}/grants/{secret}", put(add_grant).delete(remove_grant))
 }
 
-fn require_operator(state: &AppState, client: &ClientIdentity) -> Result<(), ApiError> {
+pub(super) fn require_operator(state: &AppState, client: &ClientIdentity) -> Result<(), ApiError> {
     if state.access.operators.iter().any(|operator| operator == &client.name) {
         return Ok(());
     }

@@ -18,6 +18,10 @@ pub enum KeyRole {
     RootPrivateKey,
     /// The public half of the Ed25519 root signing key.
     RootPublicKey,
+    /// The private half of the Ed25519 key of the certificate authority.
+    CaPrivateKey,
+    /// The public half of the Ed25519 key of the certificate authority.
+    CaPublicKey,
 }
 
 /// Errors of [`Hsm`](super::Hsm). Those of [`Hsm::open`](super::Hsm::open)
@@ -169,6 +173,8 @@ impl fmt::Display for KeyRole {
             KeyRole::Kek => "key-encryption key",
             KeyRole::RootPrivateKey => "root private key",
             KeyRole::RootPublicKey => "root public key",
+            KeyRole::CaPrivateKey => "CA private key",
+            KeyRole::CaPublicKey => "CA public key",
         })
     }
 }
@@ -177,8 +183,8 @@ pub(super) fn key_missing(config: &HsmConfig, role: KeyRole, label: &str) -> Hsm
     HsmError::KeyMissing { role, label: label.to_owned(), token: config.token_label.clone() }
 }
 
-pub(super) fn key_pair_incomplete(config: &HsmConfig, missing: KeyRole) -> HsmError {
-    HsmError::KeyPairIncomplete { missing, label: config.root_key_label.clone(), token: config.token_label.clone() }
+pub(super) fn key_pair_incomplete(config: &HsmConfig, missing: KeyRole, label: &str) -> HsmError {
+    HsmError::KeyPairIncomplete { missing, label: label.to_owned(), token: config.token_label.clone() }
 }
 
 pub(super) fn key_lookup_error(config: &HsmConfig, role: KeyRole, label: &str, source: Pkcs11Error) -> HsmError {

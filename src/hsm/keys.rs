@@ -1,4 +1,4 @@
-//! Finding, generating and checking the KEK and the root key pair.
+//! Finding, generating and checking the KEK and the Ed25519 key pairs (root and CA).
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -77,32 +77,51 @@ pub(super) fn check_kek(session: &Session, kek: ObjectHandle, config: &HsmConfig
     Ok(())
 }
 
-/// Finds the root key pair, or generates it when both halves are missing and
+/// An Ed25519 key pair in the token: its label and the roles of its halves.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SigningPair<'a> {
+    pub(super) label: &'a str,
+    pub(super) private: KeyRole,
+    pub(super) public: KeyRole,
+}
+
+impl SigningPair<'_> {
+    pub(super) fn root(config: &HsmConfig) -> SigningPair<'_> {
+        SigningPair { label: &config.root_key_label, private: KeyRole::RootPrivateKey, public: KeyRole::RootPublicKey }
+    }
+}
+
+/// Finds an Ed25519 key pair, or generates it when both halves are missing and
 /// generation is allowed, and returns the private key and the raw public key.
-pub(super) fn find_or_generate_root_key(
+pub(super) fn find_or_generate_signing_pair(
     session: &Session,
     config: &HsmConfig,
+    pair: SigningPair<'_>,
 ) -> Result<(ObjectHandle, [u8; 32]), HsmError> {
-    let label = &config.root_key_label;
-    let private_key = find_key(session, config, KeyRole::RootPrivateKey, label)?;
-    let public_key = find_key(session, config, KeyRole::RootPublicKey, label)?;
+    let label = pair.label;
+    let private_key = find_key(session, config, pair.private, label)?;
+    let public_key = find_key(session, config, pair.public, label)?;
 
     let (private_key, public_key) = match (private_key, public_key) {
         (Some(private_key), Some(public_key)) => (private_key, public_key),
-        (None, None) if config.create_missing_keys => generate_root_key(session, config)?,
-        (None, None) => return Err(key_missing(config, KeyRole::RootPrivateKey, label)),
-        (None, Some(_)) => return Err(key_pair_incomplete(config, KeyRole::RootPrivateKey)),
-        (Some(_), None) => return Err(key_pair_incomplete(config, KeyRole::RootPublicKey)),
+        (None, None) if config.create_missing_keys => generate_signing_pair(session, config, pair)?,
+        (None, None) => return Err(key_missing(config, pair.private, label)),
+        (None, Some(_)) => return Err(key_pair_incomplete(config, pair.private, label)),
+        (Some(_), None) => return Err(key_pair_incomplete(config, pair.public, label)),
     };
 
-    check_key_attributes(session, config, KeyRole::RootPrivateKey, label, private_key)?;
-    check_key_attributes(session, config, KeyRole::RootPublicKey, label, public_key)?;
-    let public_key = read_public_key(session, config, public_key)?;
+    check_key_attributes(session, config, pair.private, label, private_key)?;
+    check_key_attributes(session, config, pair.public, label, public_key)?;
+    let public_key = read_public_key(session, config, pair, public_key)?;
     Ok((private_key, public_key))
 }
 
-fn generate_root_key(session: &Session, config: &HsmConfig) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
-    let label = &config.root_key_label;
+fn generate_signing_pair(
+    session: &Session,
+    config: &HsmConfig,
+    pair: SigningPair<'_>,
+) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
+    let label = pair.label;
     // Both halves get the same CKA_ID, the convention by which PKCS#11 tools
     // pair a private key with its public key.
     let id = new_key_id();
@@ -126,30 +145,30 @@ fn generate_root_key(session: &Session, config: &HsmConfig) -> Result<(ObjectHan
 
     let (public_key, private_key) = session
         .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_template, &private_template)
-        .map_err(|source| key_generation_error(config, KeyRole::RootPrivateKey, label, source))?;
+        .map_err(|source| key_generation_error(config, pair.private, label, source))?;
 
-    info!(hsm.token = %config.token_label, key.label = %label, "generated the root key pair");
+    info!(hsm.token = %config.token_label, key.label = %label, "generated an Ed25519 key pair");
     Ok((private_key, public_key))
 }
 
-/// Signs a fixed message with the root private key and verifies it under the
-/// public key, because a pair whose halves do not match would sign events that
-/// no one can verify.
-pub(super) fn check_root_key(
+/// Signs a fixed message with the private key and verifies it under the public
+/// key, because a pair whose halves do not match would sign what no one can verify.
+pub(super) fn check_signing_pair(
     session: &Session,
     private_key: ObjectHandle,
     public_key: &[u8; 32],
     config: &HsmConfig,
+    pair: SigningPair<'_>,
 ) -> Result<(), HsmError> {
     let verifying_key = VerifyingKey::from_bytes(public_key).map_err(|_| HsmError::PublicKeyInvalid {
-        label: config.root_key_label.clone(),
+        label: pair.label.to_owned(),
         reason: "its 32 bytes do not encode a point of the curve".to_owned(),
     })?;
     let signature = sign(session, private_key, ROOT_KEY_CHECK_MESSAGE)?;
 
-    verifying_key.verify_strict(ROOT_KEY_CHECK_MESSAGE, &Signature::from_bytes(&signature)).map_err(|_| {
-        HsmError::RootKeyMismatch { label: config.root_key_label.clone(), token: config.token_label.clone() }
-    })
+    verifying_key
+        .verify_strict(ROOT_KEY_CHECK_MESSAGE, &Signature::from_bytes(&signature))
+        .map_err(|_| HsmError::RootKeyMismatch { label: pair.label.to_owned(), token: config.token_label.clone() })
 }
 
 /// Finds the one key with `label` in the object class of `role`.
@@ -161,8 +180,8 @@ fn find_key(
 ) -> Result<Option<ObjectHandle>, HsmError> {
     let class = match role {
         KeyRole::Kek => ObjectClass::SECRET_KEY,
-        KeyRole::RootPrivateKey => ObjectClass::PRIVATE_KEY,
-        KeyRole::RootPublicKey => ObjectClass::PUBLIC_KEY,
+        KeyRole::RootPrivateKey | KeyRole::CaPrivateKey => ObjectClass::PRIVATE_KEY,
+        KeyRole::RootPublicKey | KeyRole::CaPublicKey => ObjectClass::PUBLIC_KEY,
     };
     let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
     let handles = session.find_objects(&template).map_err(|source| key_lookup_error(config, role, label, source))?;
@@ -190,7 +209,9 @@ fn check_key_attributes(
 ) -> Result<(), HsmError> {
     let (expected_type, expected_name) = match role {
         KeyRole::Kek => (KeyType::AES, "AES"),
-        KeyRole::RootPrivateKey | KeyRole::RootPublicKey => (KeyType::EC_EDWARDS, "Ed25519"),
+        KeyRole::RootPrivateKey | KeyRole::RootPublicKey | KeyRole::CaPrivateKey | KeyRole::CaPublicKey => {
+            (KeyType::EC_EDWARDS, "Ed25519")
+        }
     };
     let types = [AttributeType::KeyType, AttributeType::Sensitive, AttributeType::Extractable];
     // Public keys have neither CKA_SENSITIVE nor CKA_EXTRACTABLE, and
@@ -228,11 +249,16 @@ fn check_key_attributes(
     Ok(())
 }
 
-fn read_public_key(session: &Session, config: &HsmConfig, public_key: ObjectHandle) -> Result<[u8; 32], HsmError> {
-    let label = &config.root_key_label;
+fn read_public_key(
+    session: &Session,
+    config: &HsmConfig,
+    pair: SigningPair<'_>,
+    public_key: ObjectHandle,
+) -> Result<[u8; 32], HsmError> {
+    let label = pair.label;
     let attributes = session
         .get_attributes(public_key, &[AttributeType::EcPoint])
-        .map_err(|source| key_lookup_error(config, KeyRole::RootPublicKey, label, source))?;
+        .map_err(|source| key_lookup_error(config, pair.public, label, source))?;
     let ec_point = attributes
         .into_iter()
         .find_map(|attribute| match attribute {
@@ -242,7 +268,7 @@ fn read_public_key(session: &Session, config: &HsmConfig, public_key: ObjectHand
         .unwrap_or_default();
 
     decode_ed25519_point(&ec_point).ok_or_else(|| HsmError::PublicKeyInvalid {
-        label: label.clone(),
+        label: label.to_owned(),
         reason: format!("CKA_EC_POINT is {} bytes; expected 32, or 34 as a DER OCTET STRING", ec_point.len()),
     })
 }

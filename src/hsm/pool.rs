@@ -58,6 +58,13 @@ impl SessionPool {
         Arc::clone(&self.permits).acquire_owned().await.expect("the pool's semaphore is never closed")
     }
 
+    /// Waits, blocking the thread, until a session is free and takes it. Call it
+    /// only from a blocking context, never from an async task.
+    pub(super) fn take_blocking(&self) -> PooledSession<'_> {
+        let permit = futures::executor::block_on(self.reserve());
+        self.take(permit)
+    }
+
     pub(super) fn take(&self, permit: OwnedSemaphorePermit) -> PooledSession<'_> {
         // A poisoned lock only means that a thread panicked while pushing or
         // popping, which leaves the vector itself valid.

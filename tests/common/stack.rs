@@ -105,6 +105,38 @@ impl Stack {
         std::fs::write(self.server_config(), config.replace("127.0.0.1:0", &address)).unwrap();
     }
 
+    /// Turns enrolment on: creates the HSM CA certificate with `watchword ca init`,
+    /// trusts it for client certificates, and restarts the server with a `[ca]`
+    /// section. Returns the enrolment endpoint's URL.
+    pub fn enable_enrolment(&mut self) -> String {
+        self.kill_server();
+        let certs = self.certs();
+        let output = Command::new(env!("CARGO_BIN_EXE_watchword"))
+            .args(["ca", "init", "--out"])
+            .arg(certs.join("hsm-ca.crt"))
+            .arg("--config")
+            .arg(self.server_config())
+            .env("SOFTHSM2_CONF", &self.token.conf)
+            .output()
+            .expect("run watchword ca init");
+        assert!(output.status.success(), "ca init failed: {}", String::from_utf8_lossy(&output.stderr));
+
+        let bundle = [
+            std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+            std::fs::read_to_string(certs.join("hsm-ca.crt")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(certs.join("client-cas.crt"), bundle).unwrap();
+        let config = std::fs::read_to_string(self.server_config()).unwrap();
+        let config = config.replace("client_ca = \"certs/ca.crt\"", "client_ca = \"certs/client-cas.crt\"");
+        let config = format!("{config}\n[ca]\ncert = \"certs/hsm-ca.crt\"\nenrol_listen = \"127.0.0.1:0\"\n");
+        std::fs::write(self.server_config(), config).unwrap();
+
+        self.start_server();
+        let enrol = std::fs::read_to_string(self.dir.path().join("server.enrol")).expect("the enrolment address");
+        format!("https://{}", enrol.trim())
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill_server(&mut self) {
         if let Some(mut child) = self.server.take() {
@@ -217,6 +249,7 @@ url = "{nats_url}"
 token_label = "{TOKEN_LABEL}"
 pin_file = "{pin}"
 create_missing_keys = true
+ca_key_label = "watchword-ca"
 
 [projector]
 {projector}

@@ -160,6 +160,19 @@ enum GroupCommand {
     Show { name: String },
     /// Delete a group with its memberships and grants.
     Delete { name: String },
+    /// Print, or with --create create, the group of a deployment system's
+    /// application: /<org>/<assembly>/<env>, optionally under a domain.
+    App {
+        org: String,
+        assembly: String,
+        env: String,
+        /// Domain the application lives under.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Create the group too.
+        #[arg(long)]
+        create: bool,
+    },
     /// Add a client to a group.
     AddMember { group: String, client: String },
     /// Remove a client from a group.
@@ -449,6 +462,16 @@ async fn run_group(client: &ApiClient, output: Output, command: GroupCommand) ->
             return Ok(());
         }
         GroupCommand::Delete { name } => client.command(Method::DELETE, &["groups", &name]).await?,
+        GroupCommand::App { org, assembly, env, domain, create } => {
+            let group = watchword_events::names::application_group(domain.as_deref(), &org, &assembly, &env)
+                .map_err(|e| Failure { status: 2, message: e.to_string() })?;
+            if !create {
+                println!("{group}");
+                return Ok(());
+            }
+            let description = format!("application {org}/{assembly}/{env}");
+            client.create_group(&CreateRequest { name: group, owner_group: None, description }).await?
+        }
         GroupCommand::AddMember { group, client: member } => {
             client.command(Method::PUT, &["groups", &group, "members", &member]).await?
         }

@@ -75,6 +75,61 @@ pub fn validate_entity_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Maximum length of one part of an application name, in bytes.
+pub const MAX_APPLICATION_PART_BYTES: usize = 64;
+
+/// Returns the group of a deployment system's application: `/<org>/<assembly>/<env>`,
+/// or `<domain>/<org>/<assembly>/<env>` under a domain.
+///
+/// Each part is 1 to 64 bytes of `A-Z a-z 0-9 _ - . @`, starts with a letter or a
+/// digit, and is not `.` or `..`, so the mapping is injective: no part can contain
+/// the `/` that separates them, and no two applications share a group.
+pub fn application_group(
+    domain: Option<&str>,
+    org: &str,
+    assembly: &str,
+    env: &str,
+) -> Result<String, ApplicationNameError> {
+    let mut parts = vec![("org", org), ("assembly", assembly), ("env", env)];
+    if let Some(domain) = domain {
+        parts.insert(0, ("domain", domain));
+    }
+    for (field, value) in &parts {
+        check_application_part(field, value)?;
+    }
+    let path = format!("/{org}/{assembly}/{env}");
+    Ok(match domain {
+        Some(domain) => format!("{domain}{path}"),
+        None => path,
+    })
+}
+
+fn check_application_part(field: &'static str, value: &str) -> Result<(), ApplicationNameError> {
+    let invalid = |reason: &'static str| ApplicationNameError { field, value: value.to_owned(), reason };
+    if value.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if value.len() > MAX_APPLICATION_PART_BYTES {
+        return Err(invalid("it is longer than 64 bytes"));
+    }
+    if !value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid("it must start with a letter or a digit"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b)) {
+        return Err(invalid("only A-Z a-z 0-9 _ - . @ are allowed"));
+    }
+    Ok(())
+}
+
+/// An application name part that would make the group name ambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid application {field} {value:?}: {reason}")]
+pub struct ApplicationNameError {
+    pub field: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
 /// Returns the file name an agent writes a secret to, inside its target directory.
 ///
 /// Bytes outside `A-Z a-z 0-9 - _ . @ + = , ~ :` become `%XX` (uppercase hex), and so
@@ -132,6 +187,23 @@ mod tests {
         assert!(matches!(validate_secret_name(&long), Err(NameError::TooLong { .. })));
         let wide = "/".repeat(100);
         assert!(matches!(validate_secret_name(&wide), Err(NameError::FileNameTooLong { bytes: 300, .. })));
+    }
+
+    #[test]
+    fn application_group_joins_parts() {
+        assert_eq!(application_group(None, "acme", "web_shop", "prod-1").unwrap(), "/acme/web_shop/prod-1");
+        assert_eq!(application_group(Some("oneops"), "a.b", "c@d", "e").unwrap(), "oneops/a.b/c@d/e");
+    }
+
+    #[test]
+    fn ambiguous_application_parts_rejected() {
+        for (org, field) in [("a/b", "org"), ("", "org"), ("..", "org"), (".x", "org"), ("a b", "org"), ("é", "org")] {
+            let error = application_group(None, org, "x", "y").unwrap_err();
+            assert_eq!(error.field, field, "{org:?}");
+        }
+        let long = "a".repeat(65);
+        assert!(application_group(None, "a", &long, "y").is_err());
+        assert_eq!(application_group(Some("-d"), "a", "b", "c").unwrap_err().field, "domain");
     }
 
     #[test]

@@ -161,6 +161,34 @@ impl Stack {
         .expect("build an API client")
     }
 
+    /// Runs the `watchword` CLI as `identity` with `args`; returns its output.
+    pub fn cli(&self, identity: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let certs = self.certs();
+        let config = self.dir.path().join(format!("cli-{identity}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "server = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                self.server_url,
+                certs.join("ca.crt").display(),
+                certs.join(format!("{identity}.crt")).display(),
+                certs.join(format!("{identity}.key")).display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_watchword"))
+            .args(args)
+            .env("WATCHWORD_CONFIG", &config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the watchword CLI");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Starts `watchword-agent` as `identity`; returns its secrets directory.
     pub fn start_agent(&mut self, identity: &str) -> PathBuf {
         let certs = self.certs();

@@ -1,0 +1,62 @@
+//! The `watchword` command line against a real server: outputs and exit statuses.
+
+mod common;
+
+use common::stack::Stack;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn put_get_list_round_trip() {
+    let stack = Stack::start().await;
+    let put = stack.cli("operator", &["secret", "put", "db/pass word", "--stdin"], b"line\n");
+    assert!(put.status.success(), "{}", text(&put.stderr));
+
+    let get = stack.cli("operator", &["secret", "get", "db/pass word"], b"");
+    assert_eq!(get.stdout, b"line\n", "content with its trailing newline");
+
+    let list = stack.cli("operator", &["--output", "json", "secret", "list"], b"");
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(json["secrets"][0]["name"], "db/pass word");
+}
+
+#[tokio::test]
+async fn exit_statuses_match_documentation() {
+    let stack = Stack::start().await;
+    let missing = stack.cli("operator", &["secret", "get", "nope"], b"");
+    assert_eq!(missing.status.code(), Some(3), "not found: {}", text(&missing.stderr));
+
+    stack.cli("operator", &["secret", "put", "once", "--stdin"], b"x");
+    let conflict = stack.cli("operator", &["secret", "put", "once", "--stdin", "--if-absent"], b"y");
+    assert_eq!(conflict.status.code(), Some(4), "conflict: {}", text(&conflict.stderr));
+
+    let denied = stack.cli("agent-1", &["secret", "put", "app/x", "--stdin"], b"y");
+    assert_eq!(denied.status.code(), Some(6), "denied: {}", text(&denied.stderr));
+
+    let usage = stack.cli("operator", &["secret", "put", "x"], b"");
+    assert_eq!(usage.status.code(), Some(2), "usage: {}", text(&usage.stderr));
+}
+
+#[tokio::test]
+async fn invalid_name_rejected_with_message() {
+    let stack = Stack::start().await;
+    let output = stack.cli("operator", &["secret", "put", "..", "--stdin"], b"x");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("invalid name"), "{}", text(&output.stderr));
+}
+
+#[tokio::test]
+async fn application_group_created_from_parts() {
+    let stack = Stack::start().await;
+    let created = stack.cli("operator", &["group", "app", "acme", "shop", "prod", "--create"], b"");
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let show = stack.cli("operator", &["--output", "json", "group", "show", "/acme/shop/prod"], b"");
+    let json: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(json["name"], "/acme/shop/prod");
+
+    let ambiguous = stack.cli("operator", &["group", "app", "acme/x", "shop", "prod"], b"");
+    assert_eq!(ambiguous.status.code(), Some(2));
+    assert!(text(&ambiguous.stderr).contains("invalid application org \"acme/x\""), "{}", text(&ambiguous.stderr));
+}

@@ -141,7 +141,8 @@ enum ClientCommand {
     Enable { name: String },
     /// Delete a client and its memberships.
     Delete { name: String },
-    /// Issue a one-time enrolment token for a client; it is printed once.
+    /// Issue a one-time enrolment token for a client and print it (only the token
+    /// on standard output, unless --output json).
     EnrolmentToken {
         name: String,
         /// Lifetime in seconds (1 to 604800).
@@ -430,12 +431,14 @@ async fn run_client(client: &ApiClient, output: Output, command: ClientCommand) 
         ClientCommand::Delete { name } => client.command(Method::DELETE, &["clients", &name]).await?,
         ClientCommand::EnrolmentToken { name, ttl_secs } => {
             let token = client.create_enrolment_token(&name, Some(ttl_secs)).await?;
-            print_rows(
-                output,
-                &token,
-                &["CLIENT", "TOKEN", "EXPIRES"],
-                &[vec![token.client.clone(), token.token.clone(), token.expires_at.clone()]],
-            );
+            // The table form prints the bare token, so that it can go straight to a file.
+            match output {
+                Output::Json => print_rows(output, &token, &[], &[]),
+                Output::Table => {
+                    println!("{}", token.token);
+                    eprintln!("enrolment token for {} expires at {}", token.client, token.expires_at);
+                }
+            }
             return Ok(());
         }
     };

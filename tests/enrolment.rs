@@ -136,3 +136,16 @@ async fn token_for_unknown_client_is_not_found() {
         stack.client("operator").create_enrolment_token("spiffe://watchword.dev/nobody", None).await.unwrap_err();
     assert!(matches!(error, ClientError::Api { status: 404, .. }), "{error}");
 }
+
+#[tokio::test]
+async fn cli_token_feeds_agent_enrolment() {
+    let mut stack = Stack::start().await;
+    let url = stack.enable_enrolment();
+    register(&stack.client("operator"), 600).await;
+
+    let output = stack.cli("operator", &["client", "enrolment-token", WEB, "--ttl-secs", "600"], b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(token.trim().len(), 43, "only the token, 32 bytes in unpadded base64url: {token:?}");
+    enrol(&stack, &url, token.trim(), "cli").unwrap();
+}

@@ -81,3 +81,128 @@ mod tests {
         assert!(!config().allows("stranger", Action::Read, "tls"));
     }
 }
+
+/// A role an operator holds. Roles are events on the operator's aggregate, except
+/// the administrators listed in the configuration, who hold `admin` from start-up.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Every operation, including roles and grants.
+    Admin,
+    /// Reads metadata of every secret, client, group and operator; never content.
+    Auditor,
+    /// Manages the clients and groups that the group owns, and the members of its groups.
+    Owner(String),
+    /// Like an owner, for deployment systems, but never deletes groups.
+    Automation(String),
+}
+
+impl Role {
+    /// Parses `admin`, `auditor`, `owner:<group>` or `automation:<group>`.
+    pub fn parse(text: &str) -> Result<Role, String> {
+        let scoped = |group: &str| -> Result<String, String> {
+            watchword_events::names::validate_entity_name(group).map_err(|e| format!("role {text:?}: {e}"))?;
+            Ok(group.to_owned())
+        };
+        match text.split_once(':') {
+            None if text == "admin" => Ok(Role::Admin),
+            None if text == "auditor" => Ok(Role::Auditor),
+            Some(("owner", group)) => Ok(Role::Owner(scoped(group)?)),
+            Some(("automation", group)) => Ok(Role::Automation(scoped(group)?)),
+            _ => Err(format!("invalid role {text:?}: use admin, auditor, owner:<group> or automation:<group>")),
+        }
+    }
+
+    fn scope(&self) -> Option<&str> {
+        match self {
+            Role::Owner(group) | Role::Automation(group) => Some(group),
+            Role::Admin | Role::Auditor => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Admin => write!(f, "admin"),
+            Role::Auditor => write!(f, "auditor"),
+            Role::Owner(group) => write!(f, "owner:{group}"),
+            Role::Automation(group) => write!(f, "automation:{group}"),
+        }
+    }
+}
+
+/// An operation on clients, groups, roles or metadata, with what decides it.
+#[derive(Debug, Clone, Copy)]
+pub enum Permission<'a> {
+    /// Roles, grants, secret writes and operator tokens: administrators only.
+    Administer,
+    /// Listing and showing clients, groups and operators.
+    ReadDirectory,
+    /// Creating, disabling, enabling or deleting a client, or issuing its enrolment
+    /// token; `owner` is the client's owner group (requested, for a new one).
+    ManageClient { owner: Option<&'a str> },
+    /// Creating a group or changing its members; `owner` is its owner group.
+    ManageGroup { owner: Option<&'a str> },
+    /// Deleting a group.
+    DeleteGroup { owner: Option<&'a str> },
+}
+
+/// Returns whether a principal with `roles` has `permission`.
+pub fn permits(roles: &[Role], permission: Permission<'_>) -> bool {
+    if roles.contains(&Role::Admin) {
+        return true;
+    }
+    let in_scope = |owner: Option<&str>, automation_allowed: bool| {
+        owner.is_some_and(|owner| {
+            roles.iter().any(|role| match role {
+                Role::Owner(group) => group == owner,
+                Role::Automation(group) => automation_allowed && group == owner,
+                Role::Admin | Role::Auditor => false,
+            })
+        })
+    };
+    match permission {
+        Permission::Administer => false,
+        Permission::ReadDirectory => roles.iter().any(|r| r == &Role::Auditor || r.scope().is_some()),
+        Permission::ManageClient { owner } | Permission::ManageGroup { owner } => in_scope(owner, true),
+        Permission::DeleteGroup { owner } => in_scope(owner, false),
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_print() {
+        for text in ["admin", "auditor", "owner:/acme/shop/prod", "automation:web"] {
+            assert_eq!(Role::parse(text).unwrap().to_string(), text);
+        }
+        assert!(Role::parse("root").is_err());
+        assert!(Role::parse("owner:").is_err());
+    }
+
+    #[test]
+    fn owner_scope_limits_management() {
+        let roles = [Role::Owner("web".to_owned())];
+        assert!(permits(&roles, Permission::ManageClient { owner: Some("web") }));
+        assert!(!permits(&roles, Permission::ManageClient { owner: Some("db") }));
+        assert!(!permits(&roles, Permission::ManageClient { owner: None }));
+        assert!(permits(&roles, Permission::DeleteGroup { owner: Some("web") }));
+        assert!(!permits(&roles, Permission::Administer));
+    }
+
+    #[test]
+    fn automation_never_deletes_groups() {
+        let roles = [Role::Automation("web".to_owned())];
+        assert!(permits(&roles, Permission::ManageGroup { owner: Some("web") }));
+        assert!(!permits(&roles, Permission::DeleteGroup { owner: Some("web") }));
+    }
+
+    #[test]
+    fn auditor_only_reads_directory() {
+        let roles = [Role::Auditor];
+        assert!(permits(&roles, Permission::ReadDirectory));
+        assert!(!permits(&roles, Permission::ManageClient { owner: Some("web") }));
+    }
+}

@@ -28,6 +28,7 @@ use crate::writer::{
 
 pub mod enrolment;
 pub mod entities;
+pub mod operators;
 
 /// Maximum wait of one watch request.
 const MAX_WATCH: Duration = Duration::from_secs(60);
@@ -46,6 +47,44 @@ pub struct AppState {
     pub ca: Option<std::sync::Arc<crate::ca::ClientCa>>,
 }
 
+impl AppState {
+    /// Returns the roles of a client: `admin` for the configured operators, and the
+    /// roles its operator events set. A stored role that no longer parses is skipped.
+    pub async fn roles(&self, client: &ClientIdentity) -> Result<Vec<crate::access::Role>, ApiError> {
+        let mut roles = Vec::new();
+        if self.access.operators.iter().any(|operator| operator == &client.name) {
+            roles.push(crate::access::Role::Admin);
+        }
+        if let Some(operator) = self.reader.operator(&client.name).await? {
+            for text in &operator.roles {
+                match crate::access::Role::parse(text) {
+                    Ok(role) => roles.push(role),
+                    Err(error) => tracing::warn!(client.id = %client.name, %error, "skipping an invalid stored role"),
+                }
+            }
+        }
+        Ok(roles)
+    }
+
+    /// Rejects the request unless the client has `permission`.
+    pub async fn require(
+        &self,
+        client: &ClientIdentity,
+        permission: crate::access::Permission<'_>,
+    ) -> Result<Vec<crate::access::Role>, ApiError> {
+        let roles = self.roles(client).await?;
+        if crate::access::permits(&roles, permission) {
+            return Ok(roles);
+        }
+        tracing::info!(client.id = %client.name, ?permission, "request denied");
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("client {:?} lacks the role for this request", client.name),
+        ))
+    }
+}
+
 /// Builds the router of the `/v1/` API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -55,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .merge(entities::routes())
         .merge(enrolment::routes())
+        .merge(operators::routes())
         // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
         .with_state(state)
@@ -222,14 +262,7 @@ async fn put_secret(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !state.access.allows(&client.name, Action::Write, &name) {
-        tracing::info!(client.id = %client.name, secret.name = %name, "write denied");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("client {:?} may not write secrets", client.name),
-        ));
-    }
+    state.require(&client, crate::access::Permission::Administer).await?;
     let request = WriteSecret {
         mode: query.mode.as_deref().map(parse_mode).transpose().map_err(ApiError::bad_request)?,
         context: write_context(&client, &headers)?,
@@ -349,6 +382,11 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
 
 async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<SecretList, ApiError> {
     let (secrets, sequence) = state.reader.list().await?;
+    let roles = state.roles(client).await?;
+    if roles.iter().any(|r| matches!(r, crate::access::Role::Admin | crate::access::Role::Auditor)) {
+        // Administrators and auditors see the metadata of every secret.
+        return Ok(SecretList { sequence, secrets: secrets.iter().map(summary).collect() });
+    }
     let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
     let allowed = may_read(state, client, &names).await?;
     let secrets = secrets.iter().zip(allowed).filter(|(_, allowed)| *allowed).map(|(s, _)| summary(s)).collect();
@@ -360,6 +398,9 @@ async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<S
 /// configuration's allow-list grants it, or that a group it belongs to holds a
 /// grant on while the client is enabled.
 async fn may_read(state: &AppState, client: &ClientIdentity, names: &[String]) -> Result<Vec<bool>, ApiError> {
+    if state.roles(client).await?.contains(&crate::access::Role::Admin) {
+        return Ok(vec![true; names.len()]);
+    }
     let granted = state.reader.granted(&client.name, names.to_vec()).await?;
     Ok(names
         .iter()

@@ -66,6 +66,9 @@ enum Command {
     /// Let a group read a secret, or stop it.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Give operators roles: admin, auditor, owner:<group>, automation:<group>.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Show the server's region and projection progress.
     Status,
     /// Certificates for development.
@@ -188,6 +191,14 @@ enum GrantCommand {
     Remove { group: String, secret: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Replace the roles of IDENTITY (no role removes them all).
+    SetRoles { identity: String, roles: Vec<String> },
+    /// List operators and their roles.
+    List,
+}
+
 #[derive(Debug, Args)]
 struct CreateArgs {
     name: String,
@@ -287,6 +298,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Secret(command) => run_secret(&client(&cli.config)?, cli.output, command).await,
         Command::Client(command) => run_client(&client(&cli.config)?, cli.output, command).await,
         Command::Group(command) => run_group(&client(&cli.config)?, cli.output, command).await,
+        Command::Operator(OperatorCommand::SetRoles { identity, roles }) => {
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let response = client(&cli.config)?.set_roles(&identity, &roles).await?;
+            print_command(cli.output, &response);
+            Ok(())
+        }
+        Command::Operator(OperatorCommand::List) => {
+            let list = client(&cli.config)?.list_operators().await?;
+            let rows: Vec<Vec<String>> = list
+                .items
+                .iter()
+                .map(|o| vec![o.identity.clone(), o.roles.join(" "), o.active_tokens.to_string()])
+                .collect();
+            print_rows(cli.output, &list, &["IDENTITY", "ROLES", "TOKENS"], &rows);
+            Ok(())
+        }
         Command::Grant(command) => {
             let (method, group, secret) = match &command {
                 GrantCommand::Add { group, secret } => (Method::PUT, group, secret),

@@ -168,6 +168,17 @@ impl ApiClient {
         self.json(self.http.get(format!("{}/v1/status", self.server)).timeout(REQUEST_TIMEOUT)).await
     }
 
+    /// Replaces an operator's roles.
+    pub async fn set_roles(&self, identity: &str, roles: &[&str]) -> Result<CommandResponse, ClientError> {
+        let url = format!("{}/roles", self.url(&["operators", identity])?);
+        let body = crate::api::operators::RolesRequest { roles: roles.iter().map(|r| r.to_string()).collect() };
+        self.json(self.http.put(url).json(&body).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn list_operators(&self) -> Result<Directory<crate::api::operators::OperatorSummary>, ClientError> {
+        self.json(self.http.get(self.url(&["operators"])?).timeout(REQUEST_TIMEOUT)).await
+    }
+
     /// Issues a one-time enrolment token for a client.
     pub async fn create_enrolment_token(
         &self,

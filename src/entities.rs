@@ -308,3 +308,25 @@ async fn issue_blocking(ca: Arc<ClientCa>, name: String, csr: String) -> Result<
 fn micros(time: time::OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
+
+/// Replaces the roles of an operator; the roles must already be valid.
+pub async fn set_roles(
+    writer: &Writer,
+    identity: &str,
+    roles: &[crate::access::Role],
+    context: &WriteContext,
+) -> Result<Committed, WriteError> {
+    validate_entity_name(identity)?;
+    let mut roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
+    roles.sort();
+    roles.dedup();
+    let body = encode_body(&watchword_events::body::RolesSet { roles });
+    let aggregate = Aggregate::operator(identity);
+    writer
+        .append(&aggregate, context, &|_, _, _| {
+            let draft =
+                Draft { kind: watchword_events::body::KIND_OPERATOR_ROLES_SET, body: body.clone(), data_key: None };
+            Box::pin(async move { Ok(draft) })
+        })
+        .await
+}

@@ -128,6 +128,45 @@ impl Reader {
         .await
     }
 
+    /// Returns an operator's recorded roles and tokens.
+    pub async fn operator(&self, identity: &str) -> Result<Option<watchword_events::fold::OperatorState>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let identity = identity.to_owned();
+        blocking(move || model.read(|view| view.operator(&identity)).map(|(state, _)| state)).await
+    }
+
+    /// Returns every operator with recorded roles or tokens.
+    pub async fn operators(&self) -> Result<(Vec<watchword_events::fold::OperatorState>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        blocking(move || model.operators()).await
+    }
+
+    /// Returns the owner group of a client and of a group, when they exist.
+    pub async fn owners(
+        &self,
+        client: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>), ReadError> {
+        let model = Arc::clone(&self.model);
+        let (client, group) = (client.map(str::to_owned), group.map(str::to_owned));
+        blocking(move || {
+            model
+                .read(|view| {
+                    let client_owner = match &client {
+                        Some(name) => view.client(name)?.and_then(|c| c.owner_group),
+                        None => None,
+                    };
+                    let group_owner = match &group {
+                        Some(name) => view.group(name)?.and_then(|g| g.owner_group),
+                        None => None,
+                    };
+                    Ok((client_owner, group_owner))
+                })
+                .map(|(owners, _)| owners)
+        })
+        .await
+    }
+
     /// Returns a group's members and the secrets it may read.
     pub async fn group_detail(&self, group: &str) -> Result<Option<(Vec<String>, Vec<String>)>, ReadError> {
         let model = Arc::clone(&self.model);

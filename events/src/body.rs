@@ -179,3 +179,32 @@ pub struct CertificateIssued {
     #[serde(with = "serde_bytes")]
     pub token_sha256: Option<[u8; 32]>,
 }
+
+/// The whole set of an operator's roles is replaced; an empty set removes them all.
+pub const KIND_OPERATOR_ROLES_SET: &str = "operator.roles_set";
+
+/// A signed operator token is issued; the token itself is not recorded.
+pub const KIND_OPERATOR_TOKEN_ISSUED: &str = "operator.token_issued";
+
+/// An operator token is revoked before it expires.
+pub const KIND_OPERATOR_TOKEN_REVOKED: &str = "operator.token_revoked";
+
+/// Body of [`KIND_OPERATOR_ROLES_SET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolesSet {
+    /// Roles such as `admin`, `auditor`, `owner:<group>`, `automation:<group>`, sorted.
+    pub roles: Vec<String>,
+}
+
+/// Body of [`KIND_OPERATOR_TOKEN_ISSUED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub token_id: String,
+    pub expires_at_micros: i64,
+}
+
+/// Body of [`KIND_OPERATOR_TOKEN_REVOKED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub token_id: String,
+}

@@ -27,6 +27,8 @@ pub enum AggregateType {
     Client,
     /// A group of clients that grants read access to secrets, identified by its name.
     Group,
+    /// The roles and tokens of an operator, identified by its client identity.
+    Operator,
 }
 
 impl AggregateType {
@@ -37,6 +39,7 @@ impl AggregateType {
             AggregateType::SigningKey => "signing_key",
             AggregateType::Client => "client",
             AggregateType::Group => "group",
+            AggregateType::Operator => "operator",
         }
     }
 
@@ -47,6 +50,7 @@ impl AggregateType {
             "signing_key" => Some(AggregateType::SigningKey),
             "client" => Some(AggregateType::Client),
             "group" => Some(AggregateType::Group),
+            "operator" => Some(AggregateType::Operator),
             _ => None,
         }
     }
@@ -74,6 +78,10 @@ impl Aggregate {
 
     pub fn group(name: &str) -> Aggregate {
         Aggregate { kind: AggregateType::Group, id: name.to_owned() }
+    }
+
+    pub fn operator(identity: &str) -> Aggregate {
+        Aggregate { kind: AggregateType::Operator, id: identity.to_owned() }
     }
 
     /// Returns the NATS subject that carries this aggregate's events.

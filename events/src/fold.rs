@@ -13,8 +13,10 @@ use crate::body::{
     CertificateIssued, Created, DataKeyRef, Empty, EnrolmentTokenIssued, Grant, KIND_CLIENT_CERTIFICATE_ISSUED,
     KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
     KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED,
-    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED,
-    KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, decode_body,
+    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_OPERATOR_ROLES_SET,
+    KIND_OPERATOR_TOKEN_ISSUED, KIND_OPERATOR_TOKEN_REVOKED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
+    Membership, RolesSet, SealedContent, SecretVersionAdded, SigningKeyCertified, TokenIssued, TokenRevoked,
+    decode_body,
 };
 use crate::error::{ApplyError, FoldError, ViewError};
 use crate::event::{Aggregate, AggregateType, Event, EventHash, ZERO_HASH};
@@ -87,6 +89,23 @@ pub struct GroupState {
     pub sequence: u64,
 }
 
+/// An operator's roles and the tokens issued to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorState {
+    pub identity: String,
+    pub roles: Vec<String>,
+    /// Token id to its expiry and whether it was revoked.
+    pub tokens: BTreeMap<String, TokenState>,
+    pub sequence: u64,
+}
+
+/// An issued operator token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub expires_at_micros: i64,
+    pub revoked: bool,
+}
+
 /// Read access to the state an event is applied to.
 pub trait StateView {
     fn aggregate_head(&self, aggregate: &Aggregate) -> Result<Option<AggregateHead>, ViewError>;
@@ -101,6 +120,7 @@ pub trait StateView {
     /// Returns the secrets a group may read, ordered by name.
     fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError>;
     fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError>;
+    fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError>;
 }
 
 /// A state that changes can be written to.
@@ -120,6 +140,7 @@ pub enum Change {
     GroupRemoved { name: String },
     Membership { client: String, group: String, present: bool },
     Grant { secret: String, group: String, present: bool },
+    Operator(OperatorState),
 }
 
 /// Computes the changes that apply `recorded` to the state in `view`.
@@ -157,6 +178,9 @@ pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Chang
         | KIND_GROUP_MEMBER_REMOVED
         | KIND_GROUP_GRANT_ADDED
         | KIND_GROUP_GRANT_REMOVED => changes.extend(fold_group(view, recorded)?),
+        KIND_OPERATOR_ROLES_SET | KIND_OPERATOR_TOKEN_ISSUED | KIND_OPERATOR_TOKEN_REVOKED => {
+            changes.push(fold_operator(view, recorded)?);
+        }
         other => return Err(FoldError::UnknownKind { kind: other.to_owned() }),
     }
     Ok(changes)
@@ -374,6 +398,36 @@ fn fold_group(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Cha
     }
 }
 
+/// Applies an operator event. Every operator event applies whatever the state:
+/// roles are replaced as a whole, and revoking a token that is unknown still
+/// records it as revoked, so a revocation can never be lost to ordering.
+fn fold_operator(view: &impl StateView, recorded: &RecordedEvent) -> Result<Change, FoldError> {
+    let event = &recorded.event;
+    expect_aggregate(event, AggregateType::Operator)?;
+    let identity = &event.aggregate.id;
+    let mut state =
+        view.operator(identity)?.unwrap_or_else(|| OperatorState { identity: identity.clone(), ..Default::default() });
+
+    match event.kind.as_str() {
+        KIND_OPERATOR_ROLES_SET => {
+            let body: RolesSet = decode(event)?;
+            state.roles = body.roles;
+        }
+        KIND_OPERATOR_TOKEN_ISSUED => {
+            let body: TokenIssued = decode(event)?;
+            let revoked = state.tokens.get(&body.token_id).is_some_and(|t| t.revoked);
+            state.tokens.insert(body.token_id, TokenState { expires_at_micros: body.expires_at_micros, revoked });
+        }
+        _ => {
+            let body: TokenRevoked = decode(event)?;
+            let token = state.tokens.entry(body.token_id).or_insert(TokenState { expires_at_micros: 0, revoked: true });
+            token.revoked = true;
+        }
+    }
+    state.sequence = recorded.sequence;
+    Ok(Change::Operator(state))
+}
+
 fn describe(enabled: Option<bool>) -> &'static str {
     match enabled {
         None => "absent",
@@ -427,6 +481,7 @@ pub struct MemoryState {
     pub memberships: BTreeSet<(String, String)>,
     /// Pairs of (secret, group).
     pub grants: BTreeSet<(String, String)>,
+    pub operators: BTreeMap<String, OperatorState>,
 }
 
 impl StateView for MemoryState {
@@ -465,6 +520,10 @@ impl StateView for MemoryState {
     fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
         Ok(self.grants.contains(&(secret.to_owned(), group.to_owned())))
     }
+
+    fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {
+        Ok(self.operators.get(identity).cloned())
+    }
 }
 
 impl StateStore for MemoryState {
@@ -496,6 +555,9 @@ impl StateStore for MemoryState {
             }
             Change::Grant { secret, group, present } => {
                 set_presence(&mut self.grants, (secret, group), present);
+            }
+            Change::Operator(state) => {
+                self.operators.insert(state.identity.clone(), state);
             }
         }
         Ok(())

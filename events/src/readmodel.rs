@@ -14,6 +14,7 @@
 //! | `members_by_group` | `(group, client)` | `()` |
 //! | `grants` | `(secret, group)` | `()` |
 //! | `grants_by_group` | `(group, secret)` | `()` |
+//! | `operators` | operator identity | [`OperatorState`] |
 //!
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
@@ -30,7 +31,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApplyError, ViewError};
 use crate::event::Aggregate;
 use crate::fold::{
-    AggregateHead, Change, ClientState, GroupState, SecretState, SigningKeyState, StateStore, StateView, apply_message,
+    AggregateHead, Change, ClientState, GroupState, OperatorState, SecretState, SigningKeyState, StateStore, StateView,
+    apply_message,
 };
 use crate::verify::{RecordedEvent, RootKeys};
 
@@ -44,6 +46,7 @@ const MEMBERSHIPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("mem
 const MEMBERS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("members_by_group");
 const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const GRANTS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants_by_group");
+const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
 
@@ -132,6 +135,11 @@ impl ReadModel {
         self.all(CLIENTS)
     }
 
+    /// Returns every operator, ordered by identity, with the sequence the answer reflects.
+    pub fn operators(&self) -> Result<(Vec<OperatorState>, u64), ViewError> {
+        self.all(OPERATORS)
+    }
+
     /// Returns every group, ordered by name, with the sequence the answer reflects.
     pub fn groups(&self) -> Result<(Vec<GroupState>, u64), ViewError> {
         self.all(GROUPS)
@@ -207,6 +215,12 @@ impl ReadModel {
 
         memory.memberships = all_pairs(&txn.open_table(MEMBERSHIPS).map_err(view_error)?)?;
         memory.grants = all_pairs(&txn.open_table(GRANTS).map_err(view_error)?)?;
+
+        let operators = txn.open_table(OPERATORS).map_err(view_error)?;
+        for entry in operators.iter().map_err(view_error)? {
+            let (key, value) = entry.map_err(view_error)?;
+            memory.operators.insert(key.value().to_owned(), decode_value(value.value())?);
+        }
         Ok(memory)
     }
 }
@@ -223,6 +237,7 @@ struct RedbState<'txn> {
     members_by_group: Table<'txn, (&'static str, &'static str), ()>,
     grants: Table<'txn, (&'static str, &'static str), ()>,
     grants_by_group: Table<'txn, (&'static str, &'static str), ()>,
+    operators: Table<'txn, &'static str, &'static [u8]>,
 }
 
 /// The state as one redb read transaction sees it.
@@ -236,6 +251,7 @@ struct RedbReadState {
     members_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
     grants: ReadOnlyTable<(&'static str, &'static str), ()>,
     grants_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
+    operators: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 impl<'txn> RedbState<'txn> {
@@ -251,6 +267,7 @@ impl<'txn> RedbState<'txn> {
             members_by_group: txn.open_table(MEMBERS_BY_GROUP)?,
             grants: txn.open_table(GRANTS)?,
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
+            operators: txn.open_table(OPERATORS)?,
         })
     }
 
@@ -287,6 +304,7 @@ impl RedbReadState {
             members_by_group: txn.open_table(MEMBERS_BY_GROUP)?,
             grants: txn.open_table(GRANTS)?,
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
+            operators: txn.open_table(OPERATORS)?,
         })
     }
 }
@@ -335,6 +353,10 @@ macro_rules! impl_state_view {
             fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
                 Ok(self.grants.get((secret, group)).map_err(view_error)?.is_some())
             }
+
+            fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {
+                get_decoded(&self.operators, identity)
+            }
         }
     };
 }
@@ -372,6 +394,9 @@ impl StateStore for RedbState<'_> {
             }
             Change::Grant { secret, group, present } => {
                 Self::set_pair(&mut self.grants, &mut self.grants_by_group, (&secret, &group), present)?;
+            }
+            Change::Operator(state) => {
+                self.operators.insert(state.identity.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
             }
         }
         Ok(())

@@ -17,11 +17,12 @@ use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use watchword_events::body::{
-    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED,
-    KIND_CLIENT_ENABLED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED,
-    KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
-    Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, content_aad, data_key_aad, decode_body,
-    encode_body,
+    CertificateIssued, Created, DataKeyRef, Empty, EnrolmentTokenIssued, Grant, KIND_CLIENT_CERTIFICATE_ISSUED,
+    KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
+    KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED,
+    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED,
+    KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, content_aad,
+    data_key_aad, decode_body, encode_body,
 };
 use watchword_events::event::Event;
 use watchword_events::fold::{MemoryState, apply_message, may_read};
@@ -55,6 +56,21 @@ const FIRST_MICROS: i64 = 1_767_225_600_000_000;
 const WRAPPED_KEY_1: [u8; 60] = [0x5a; 60];
 const WRAPPED_KEY_2: [u8; 60] = [0x5b; 60];
 
+/// The enrolment token of vectors 15 and 16 as the operator receives it: the
+/// base64url encoding, without padding, of the 32 bytes 0x40 to 0x5f. The body
+/// records the SHA-256 of these 43 ASCII characters.
+const ENROLMENT_TOKEN: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8";
+
+/// Certificate serials as the server's CA writes them: 16 bytes with the top bit
+/// clear, in lowercase hex.
+const ENROLMENT_SERIAL: &str = "1f2e3d4c5b6a79880123456789abcdef";
+const RENEWAL_SERIAL: &str = "2a3b4c5d6e7f8091a2b3c4d5e6f70819";
+
+/// One hour and one day in microseconds: the token lifetime and the certificate
+/// lifetime of the golden enrolment.
+const HOUR_MICROS: i64 = 3_600_000_000;
+const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+
 /// One golden event and the inputs it is built from.
 struct Vector {
     file: &'static str,
@@ -64,6 +80,8 @@ struct Vector {
     key: SigningKey,
     /// The wrapped data key that a `secret.version_added` body commits to.
     wrapped_data_key: Option<&'static [u8]>,
+    /// The enrolment token whose SHA-256 the body records.
+    enrolment_token: Option<&'static str>,
 }
 
 fn root() -> SigningKey {
@@ -161,6 +179,7 @@ fn vectors() -> Vec<Vector> {
             event: certification,
             key: root(),
             wrapped_data_key: None,
+            enrolment_token: None,
         },
         Vector {
             file: "02-secret-version-added-first.json",
@@ -170,6 +189,7 @@ fn vectors() -> Vec<Vector> {
             event: first,
             key: signer(),
             wrapped_data_key: Some(&WRAPPED_KEY_1),
+            enrolment_token: None,
         },
         Vector {
             file: "03-secret-version-added-second.json",
@@ -178,10 +198,17 @@ fn vectors() -> Vec<Vector> {
             event: second,
             key: signer(),
             wrapped_data_key: Some(&WRAPPED_KEY_2),
+            enrolment_token: None,
         },
     ];
     vectors.extend(access_vectors());
+    let client_deleted = event_of(&vectors, "13-client-deleted.json").clone();
+    vectors.extend(enrolment_vectors(&client_deleted));
     vectors
+}
+
+fn event_of<'a>(vectors: &'a [Vector], file: &str) -> &'a Event {
+    &vectors.iter().find(|vector| vector.file == file).unwrap_or_else(|| panic!("no vector {file}")).event
 }
 
 /// Builds the golden event at stream `sequence`, signed by the signing key. It is
@@ -200,12 +227,18 @@ fn access_event(
         aggregate,
         aggregate_version: previous.map_or(1, |event| event.aggregate_version + 1),
         previous_hash: previous.map_or(ZERO_HASH, hash_of),
-        recorded_at_micros: FIRST_MICROS + (sequence as i64 - 1) * 1_000_000,
+        recorded_at_micros: recorded_at(sequence),
         actor: Actor { principal: "operator:alice".to_owned(), authentication: "mtls".to_owned() },
         correlation_id: format!("req-{sequence:04}"),
         key_id: id_of(&signer()),
         body,
     }
+}
+
+/// Returns the recorded time of the access and enrolment vector at stream `sequence`:
+/// one second per sequence after [`FIRST_MICROS`].
+fn recorded_at(sequence: u64) -> i64 {
+    FIRST_MICROS + (sequence as i64 - 1) * 1_000_000
 }
 
 /// Builds one golden event of each client and group kind, in stream order after
@@ -309,6 +342,7 @@ fn access_vectors() -> Vec<Vector> {
         event,
         key: signer(),
         wrapped_data_key: None,
+        enrolment_token: None,
     };
     vec![
         vector(
@@ -339,8 +373,107 @@ fn access_vectors() -> Vec<Vector> {
     ]
 }
 
+/// Builds the enrolment events after `client_deleted` (vector 13): the client is
+/// created again, gets a token, enrols with it and renews its certificate. The
+/// client has no memberships, so it may read nothing throughout.
+fn enrolment_vectors(client_deleted: &Event) -> Vec<Vector> {
+    let client = || Aggregate::client(CLIENT_NAME);
+    let token_sha256: [u8; 32] = Sha256::digest(ENROLMENT_TOKEN).into();
+
+    let created_again = access_event(
+        14,
+        "019b76da-dac8-7000-8000-00000000000e",
+        client(),
+        Some(client_deleted),
+        KIND_CLIENT_CREATED,
+        encode_body(&Created { owner_group: None, description: "web node 1, rebuilt".to_owned() }),
+    );
+    let token_issued = access_event(
+        15,
+        "019b76da-deb0-7000-8000-00000000000f",
+        client(),
+        Some(&created_again),
+        KIND_CLIENT_ENROLMENT_TOKEN_ISSUED,
+        encode_body(&EnrolmentTokenIssued { token_sha256, expires_at_micros: recorded_at(15) + HOUR_MICROS }),
+    );
+
+    // The server records an enrolment under the client's own identity, authenticated
+    // by the token, and a renewal under the certificate it renews.
+    let enrolled = Event {
+        actor: Actor { principal: CLIENT_NAME.to_owned(), authentication: "enrolment-token".to_owned() },
+        ..access_event(
+            16,
+            "019b76da-e298-7000-8000-000000000010",
+            client(),
+            Some(&token_issued),
+            KIND_CLIENT_CERTIFICATE_ISSUED,
+            encode_body(&CertificateIssued {
+                serial: ENROLMENT_SERIAL.to_owned(),
+                not_after_micros: recorded_at(16) + DAY_MICROS,
+                token_sha256: Some(token_sha256),
+            }),
+        )
+    };
+    let renewed = Event {
+        actor: Actor { principal: CLIENT_NAME.to_owned(), authentication: "mtls".to_owned() },
+        ..access_event(
+            17,
+            "019b76da-e680-7000-8000-000000000011",
+            client(),
+            Some(&enrolled),
+            KIND_CLIENT_CERTIFICATE_ISSUED,
+            encode_body(&CertificateIssued {
+                serial: RENEWAL_SERIAL.to_owned(),
+                not_after_micros: recorded_at(17) + DAY_MICROS,
+                token_sha256: None,
+            }),
+        )
+    };
+
+    let vector = |file, description, sequence, event, enrolment_token| Vector {
+        file,
+        description,
+        sequence,
+        event,
+        key: signer(),
+        wrapped_data_key: None,
+        enrolment_token,
+    };
+    vec![
+        vector(
+            "14-client-created-again.json",
+            "The deleted client is created again on the same chain, at version 5, without its memberships.",
+            14,
+            created_again,
+            None,
+        ),
+        vector(
+            "15-client-enrolment-token-issued.json",
+            "An operator issues the client an enrolment token valid for one hour; the body records its SHA-256.",
+            15,
+            token_issued,
+            Some(ENROLMENT_TOKEN),
+        ),
+        vector(
+            "16-client-certificate-issued-enrolment.json",
+            "The client enrols with the token: a certificate valid for one day, recorded directly after the \
+             token's event with the token's SHA-256.",
+            16,
+            enrolled,
+            Some(ENROLMENT_TOKEN),
+        ),
+        vector(
+            "17-client-certificate-issued-renewal.json",
+            "The client renews its certificate with the current one; no token, so the token hash is nil.",
+            17,
+            renewed,
+            None,
+        ),
+    ]
+}
+
 /// Whether the golden client may read the golden secret after each stored vector.
-const READ_AFTER: [(&str, bool); 13] = [
+const READ_AFTER: [(&str, bool); 17] = [
     ("01-signing-key-certified.json", false),
     ("02-secret-version-added-first.json", false),
     ("03-secret-version-added-second.json", false),
@@ -354,6 +487,10 @@ const READ_AFTER: [(&str, bool); 13] = [
     ("11-group-grant-removed.json", false),
     ("12-group-deleted.json", false),
     ("13-client-deleted.json", false),
+    ("14-client-created-again.json", false),
+    ("15-client-enrolment-token-issued.json", false),
+    ("16-client-certificate-issued-enrolment.json", false),
+    ("17-client-certificate-issued-renewal.json", false),
 ];
 
 fn vectors_dir() -> PathBuf {
@@ -440,6 +577,21 @@ fn body_json(event: &Event) -> Value {
             let body: Grant = decode_body(&event.body).expect("a grant body");
             json!({ "secret": body.secret })
         }
+        KIND_CLIENT_ENROLMENT_TOKEN_ISSUED => {
+            let body: EnrolmentTokenIssued = decode_body(&event.body).expect("a token body");
+            json!({
+                "token_sha256_hex": hex::encode(body.token_sha256),
+                "expires_at_micros": body.expires_at_micros,
+            })
+        }
+        KIND_CLIENT_CERTIFICATE_ISSUED => {
+            let body: CertificateIssued = decode_body(&event.body).expect("a certificate body");
+            json!({
+                "serial": body.serial,
+                "not_after_micros": body.not_after_micros,
+                "token_sha256_hex": body.token_sha256.map(hex::encode),
+            })
+        }
         other => panic!("no golden body layout for kind {other}"),
     }
 }
@@ -463,6 +615,9 @@ fn vector_document(vector: &Vector) -> Value {
         document["wrapped_data_key_hex"] = json!(hex::encode(wrapped));
         document["content_aad_hex"] = json!(hex::encode(content_aad(name, event.aggregate_version)));
         document["data_key_aad_hex"] = json!(hex::encode(data_key_aad(name, event.aggregate_version)));
+    }
+    if let Some(token) = vector.enrolment_token {
+        document["enrolment_token"] = json!(token);
     }
     document
 }
@@ -581,13 +736,22 @@ fn stored_vectors_verify_and_fold() {
     assert_eq!(secret.current.mode, None);
     assert!(state.signing_keys.contains_key(&id_of(&signer())));
 
-    // The access vectors end by deleting the group and the client, whose chains remain.
-    assert!(state.clients.is_empty());
+    // The access vectors delete the group and the client, whose chains remain. The
+    // enrolment vectors create the client again, and its token and certificates
+    // change only its stream sequence.
     assert!(state.groups.is_empty());
     assert!(state.memberships.is_empty());
     assert!(state.grants.is_empty());
-    assert_eq!(state.heads[&Aggregate::client(CLIENT_NAME)].version, 4);
     assert_eq!(state.heads[&Aggregate::group(GROUP_NAME)].version, 6);
+    assert_eq!(state.clients.len(), 1);
+    let client = &state.clients[CLIENT_NAME];
+    assert!(client.enabled);
+    assert_eq!(client.owner_group, None);
+    assert_eq!(client.description, "web node 1, rebuilt");
+    assert_eq!(client.created_at_micros, recorded_at(14), "the recorded time of vector 14");
+    assert_eq!(client.created_by, "operator:alice", "the actor of vector 14, not of the enrolment");
+    assert_eq!(client.sequence, 17);
+    assert_eq!(state.heads[&Aggregate::client(CLIENT_NAME)].version, 8);
 }
 
 #[test]
@@ -625,6 +789,46 @@ fn stored_aad_and_commitments_match() {
         let commitment = document["body"]["data_key"]["wrapped_sha256_hex"].as_str().expect("commitment");
         assert_eq!(hex::encode(Sha256::digest(wrapped)), commitment, "{name}: wrapped key commitment");
     }
+}
+
+#[test]
+fn stored_token_hashes_match() {
+    let documents = stored_vectors();
+    let mut checked = 0;
+    for (name, document) in &documents {
+        let Some(token) = document.get("enrolment_token") else {
+            continue;
+        };
+        let token = token.as_str().expect("enrolment_token is a string");
+        let recorded = document["body"]["token_sha256_hex"].as_str().expect("token_sha256_hex");
+        assert_eq!(hex::encode(Sha256::digest(token)), recorded, "{name}: SHA-256 of the token's ASCII characters");
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "vectors 15 and 16 carry the token");
+}
+
+/// The chain alone shows that the golden enrolment consumed the golden token: the
+/// certificate event comes directly after the token event and records its hash.
+#[test]
+fn stored_enrolment_follows_its_token() {
+    let documents = stored_vectors();
+    let document = |file: &str| &documents.iter().find(|(name, _)| name == file).expect("stored vector").1;
+    let token = document("15-client-enrolment-token-issued.json");
+    let enrolment = document("16-client-certificate-issued-enrolment.json");
+    let renewal = document("17-client-certificate-issued-renewal.json");
+
+    assert_eq!(enrolment["event"]["previous_hash_hex"], token["hash_hex"], "the enrolment follows the token");
+    assert_eq!(
+        enrolment["event"]["aggregate_version"],
+        token["event"]["aggregate_version"].as_u64().expect("version") + 1
+    );
+    assert_eq!(enrolment["body"]["token_sha256_hex"], token["body"]["token_sha256_hex"]);
+    let expires = token["body"]["expires_at_micros"].as_i64().expect("expires_at_micros");
+    let enrolled_at = enrolment["event"]["recorded_at_micros"].as_i64().expect("recorded_at_micros");
+    assert!(enrolled_at < expires, "the golden enrolment is recorded before the token expires");
+
+    assert_eq!(renewal["body"]["token_sha256_hex"], Value::Null, "a renewal records no token");
+    assert_eq!(renewal["event"]["previous_hash_hex"], enrolment["hash_hex"]);
 }
 
 #[test]
@@ -672,7 +876,14 @@ fn spec_encoder_matches_rmp_serde() {
             KIND_GROUP_GRANT_ADDED | KIND_GROUP_GRANT_REMOVED => {
                 msgpack::grant_body(&decode_body(&event.body).expect("body"))
             }
-            _ => msgpack::empty_body(),
+            KIND_CLIENT_ENROLMENT_TOKEN_ISSUED => msgpack::token_issued_body(&decode_body(&event.body).expect("body")),
+            KIND_CLIENT_CERTIFICATE_ISSUED => {
+                msgpack::certificate_issued_body(&decode_body(&event.body).expect("body"))
+            }
+            KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED | KIND_GROUP_DELETED => {
+                msgpack::empty_body()
+            }
+            other => panic!("no specification encoder for kind {other}"),
         };
         assert_eq!(body, event.body, "{}: body", vector.file);
     }
@@ -726,6 +937,9 @@ fn format_md_body_dumps_match_vectors() {
         "06-group-member-added.json",
         "07-group-grant-added.json",
         "08-client-disabled.json",
+        "15-client-enrolment-token-issued.json",
+        "16-client-certificate-issued-enrolment.json",
+        "17-client-certificate-issued-renewal.json",
     ] {
         let document = read_json(&vectors_dir().join(file));
         let dump = format_md_dump(&format!("<!-- golden-body: {file} -->"));

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use watchword_events::Actor;
 
-use super::entities::require_operator;
+use super::entities::require_client_manager;
 use super::{ApiError, AppState, correlation_id, format_micros, write_context};
 use crate::ca::{ClientCa, IssuedClientCert};
 use crate::entities::{enrol, issue_enrolment_token, renew};
@@ -88,7 +88,7 @@ async fn create_token(
     Path(name): Path<String>,
     Json(request): Json<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    require_operator(&state, &client)?;
+    require_client_manager(&state, &client, &name).await?;
     ca(&state)?;
     let context = write_context(&client, &headers)?;
     let ttl = request.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);

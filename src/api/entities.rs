@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use watchword_events::fold::{ClientState, GroupState};
 
 use super::{ApiError, AppState, format_micros, wait_for_projection, write_context};
+use crate::access::Permission;
 use crate::entities::{ClientCommand, GroupCommand, run_client, run_group};
 use crate::tls::ClientIdentity;
 use crate::writer::Committed;
@@ -78,16 +79,19 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/groups/{name}/grants/{secret}", put(add_grant).delete(remove_grant))
 }
 
-pub(super) fn require_operator(state: &AppState, client: &ClientIdentity) -> Result<(), ApiError> {
-    if state.access.operators.iter().any(|operator| operator == &client.name) {
-        return Ok(());
-    }
-    tracing::info!(client.id = %client.name, "administration denied");
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!("client {:?} may not manage clients and groups", client.name),
-    ))
+/// Rejects a client that holds no role that reads the directory.
+pub(super) async fn require_directory(state: &AppState, client: &ClientIdentity) -> Result<(), ApiError> {
+    state.require(client, Permission::ReadDirectory).await.map(|_| ())
+}
+
+/// Rejects a client that may not manage the client `name` (owned by its owner group).
+pub(super) async fn require_client_manager(
+    state: &AppState,
+    client: &ClientIdentity,
+    name: &str,
+) -> Result<(), ApiError> {
+    let (owner, _) = state.reader.owners(Some(name), None).await?;
+    state.require(client, Permission::ManageClient { owner: owner.as_deref() }).await.map(|_| ())
 }
 
 async fn client_command(
@@ -97,7 +101,12 @@ async fn client_command(
     name: String,
     command: ClientCommand,
 ) -> Result<Response, ApiError> {
-    require_operator(&state, &client)?;
+    match &command {
+        ClientCommand::Create { owner_group, .. } => {
+            state.require(&client, Permission::ManageClient { owner: owner_group.as_deref() }).await?;
+        }
+        _ => require_client_manager(&state, &client, &name).await?,
+    }
     let context = write_context(&client, &headers)?;
     let committed = run_client(&state.writer, &name, &command, &context).await?;
     tracing::info!(client.id = %client.name, target.client = %name, event.kind = %committed.event.kind, event.seq = committed.sequence, "client changed");
@@ -111,14 +120,23 @@ async fn group_command(
     name: String,
     command: GroupCommand,
 ) -> Result<Response, ApiError> {
-    require_operator(&state, &client)?;
+    let (_, owner) = state.reader.owners(None, Some(&name)).await?;
+    let permission = match &command {
+        GroupCommand::Create { owner_group, .. } => Permission::ManageGroup { owner: owner_group.as_deref() },
+        GroupCommand::Delete => Permission::DeleteGroup { owner: owner.as_deref() },
+        GroupCommand::AddMember { .. } | GroupCommand::RemoveMember { .. } => {
+            Permission::ManageGroup { owner: owner.as_deref() }
+        }
+        GroupCommand::AddGrant { .. } | GroupCommand::RemoveGrant { .. } => Permission::Administer,
+    };
+    state.require(&client, permission).await?;
     let context = write_context(&client, &headers)?;
     let committed = run_group(&state.writer, &name, &command, &context).await?;
     tracing::info!(client.id = %client.name, group.name = %name, event.kind = %committed.event.kind, event.seq = committed.sequence, "group changed");
     Ok(command_response(&state, committed).await)
 }
 
-async fn command_response(state: &AppState, committed: Committed) -> Response {
+pub(super) async fn command_response(state: &AppState, committed: Committed) -> Response {
     wait_for_projection(state, &committed).await;
     let status = if committed.revision() == 1 && !committed.replayed { StatusCode::CREATED } else { StatusCode::OK };
     let body = CommandResponse {
@@ -226,7 +244,7 @@ async fn list_clients(
     State(state): State<AppState>,
     Extension(client): Extension<ClientIdentity>,
 ) -> Result<Json<Directory<ClientSummary>>, ApiError> {
-    require_operator(&state, &client)?;
+    require_directory(&state, &client).await?;
     let (clients, _, sequence) = state.reader.directory().await?;
     Ok(Json(Directory { sequence, items: clients.iter().map(client_summary).collect() }))
 }
@@ -236,7 +254,7 @@ async fn get_client(
     Extension(client): Extension<ClientIdentity>,
     Path(name): Path<String>,
 ) -> Result<Json<ClientSummary>, ApiError> {
-    require_operator(&state, &client)?;
+    require_directory(&state, &client).await?;
     let (clients, _, _) = state.reader.directory().await?;
     let found = clients.iter().find(|c| c.name == name).ok_or_else(|| not_found("client", &name))?;
     Ok(Json(client_summary(found)))
@@ -246,7 +264,7 @@ async fn list_groups(
     State(state): State<AppState>,
     Extension(client): Extension<ClientIdentity>,
 ) -> Result<Json<Directory<GroupSummary>>, ApiError> {
-    require_operator(&state, &client)?;
+    require_directory(&state, &client).await?;
     let (_, groups, sequence) = state.reader.directory().await?;
     Ok(Json(Directory { sequence, items: groups.iter().map(|g| group_summary(g, None)).collect() }))
 }
@@ -256,7 +274,7 @@ async fn get_group(
     Extension(client): Extension<ClientIdentity>,
     Path(name): Path<String>,
 ) -> Result<Json<GroupSummary>, ApiError> {
-    require_operator(&state, &client)?;
+    require_directory(&state, &client).await?;
     let (_, groups, _) = state.reader.directory().await?;
     let found = groups.iter().find(|g| g.name == name).ok_or_else(|| not_found("group", &name))?;
     let detail = state.reader.group_detail(&name).await?.ok_or_else(|| not_found("group", &name))?;

@@ -18,7 +18,7 @@ use super::softhsm::{TOKEN_LABEL, TestToken};
 pub const OPERATOR: &str = "spiffe://watchword.dev/operator";
 
 /// Client certificates every stack issues.
-pub const CLIENTS: [&str; 4] = ["operator", "agent-1", "agent-2", "reader"];
+pub const CLIENTS: [&str; 8] = ["operator", "agent-1", "agent-2", "reader", "auditor", "owner", "automation", "nobody"];
 
 /// How long a test waits for a process or a condition before failing.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use watchword_events::body::{
-    Created, DataKeyRef, Empty, Grant, KIND_CLIENT_CREATED, KIND_GROUP_CREATED, KIND_GROUP_DELETED,
+    CertificateIssued, Created, DataKeyRef, Empty, EnrolmentTokenIssued, Grant, KIND_CLIENT_CERTIFICATE_ISSUED,
+    KIND_CLIENT_CREATED, KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED,
     KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED,
     KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
     SigningKeyCertified, encode_body,
@@ -107,6 +108,16 @@ pub fn membership_body(client: &str) -> Vec<u8> {
 
 pub fn grant_body(secret: &str) -> Vec<u8> {
     encode_body(&Grant { secret: secret.to_owned() })
+}
+
+/// Returns the body of `client.enrolment_token_issued`.
+pub fn token_issued_body(token_sha256: [u8; 32], expires_at_micros: i64) -> Vec<u8> {
+    encode_body(&EnrolmentTokenIssued { token_sha256, expires_at_micros })
+}
+
+/// Returns the body of `client.certificate_issued`; `token_sha256` is `None` for a renewal.
+pub fn certificate_issued_body(serial: &str, not_after_micros: i64, token_sha256: Option<[u8; 32]>) -> Vec<u8> {
+    encode_body(&CertificateIssued { serial: serial.to_owned(), not_after_micros, token_sha256 })
 }
 
 /// One stored stream message, owned.
@@ -260,6 +271,27 @@ impl Stream {
         self.append(Aggregate::group(group), KIND_GROUP_GRANT_REMOVED, grant_body(secret))
     }
 
+    /// Appends a `client.enrolment_token_issued` for a token whose SHA-256 is
+    /// `token_sha256`, expiring an hour after the event's recorded time.
+    pub fn issue_token(&mut self, client: &str, token_sha256: [u8; 32]) -> Message {
+        let expires_at_micros = BASE_MICROS + self.next_sequence() as i64 * 1_000_000 + 3_600_000_000;
+        self.append(
+            Aggregate::client(client),
+            KIND_CLIENT_ENROLMENT_TOKEN_ISSUED,
+            token_issued_body(token_sha256, expires_at_micros),
+        )
+    }
+
+    /// Appends a `client.certificate_issued` whose serial derives from the stream
+    /// sequence: an enrolment if `token_sha256` is set, else a renewal.
+    pub fn issue_certificate(&mut self, client: &str, token_sha256: Option<[u8; 32]>) -> Message {
+        let sequence = self.next_sequence();
+        let serial = format!("{sequence:032x}");
+        let not_after_micros = BASE_MICROS + sequence as i64 * 1_000_000 + 86_400_000_000;
+        let body = certificate_issued_body(&serial, not_after_micros, token_sha256);
+        self.append(Aggregate::client(client), KIND_CLIENT_CERTIFICATE_ISSUED, body)
+    }
+
     pub fn stored(&self) -> Vec<StoredMessage<'_>> {
         self.messages.iter().map(Message::stored).collect()
     }
@@ -294,7 +326,9 @@ pub fn rejection(state: &mut MemoryState, message: &Message) -> ApplyError {
 /// An encoder written from `FORMAT.md` alone, without serde, so that a test can
 /// check the specification against `rmp-serde` and build non-canonical variants.
 pub mod msgpack {
-    use watchword_events::body::{Created, Grant, Membership, SecretVersionAdded, SigningKeyCertified};
+    use watchword_events::body::{
+        CertificateIssued, Created, EnrolmentTokenIssued, Grant, Membership, SecretVersionAdded, SigningKeyCertified,
+    };
     use watchword_events::event::Event;
 
     pub fn array_header(len: usize) -> Vec<u8> {
@@ -412,5 +446,14 @@ pub mod msgpack {
 
     pub fn grant_body(body: &Grant) -> Vec<u8> {
         array(&[str(&body.secret)])
+    }
+
+    pub fn token_issued_body(body: &EnrolmentTokenIssued) -> Vec<u8> {
+        array(&[bin(&body.token_sha256), int(body.expires_at_micros)])
+    }
+
+    pub fn certificate_issued_body(body: &CertificateIssued) -> Vec<u8> {
+        let token_sha256 = body.token_sha256.map_or_else(nil, |hash| bin(&hash));
+        array(&[str(&body.serial), int(body.not_after_micros), token_sha256])
     }
 }

@@ -29,6 +29,7 @@ use crate::writer::{
 pub mod enrolment;
 pub mod entities;
 pub mod operators;
+pub mod tokens;
 
 /// Maximum wait of one watch request.
 const MAX_WATCH: Duration = Duration::from_secs(60);
@@ -45,6 +46,8 @@ pub struct AppState {
     pub writer: Writer,
     /// The CA that issues client certificates, when enrolment is on.
     pub ca: Option<std::sync::Arc<crate::ca::ClientCa>>,
+    /// The HSM root public key, which verifies operator tokens.
+    pub root_public_key: [u8; 32],
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(entities::routes())
         .merge(enrolment::routes())
         .merge(operators::routes())
+        .merge(tokens::routes())
         // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
         .with_state(state)
@@ -282,7 +286,7 @@ fn write_context(client: &ClientIdentity, headers: &HeaderMap) -> Result<WriteCo
     Ok(WriteContext {
         precondition: precondition(headers)?,
         idempotency_key: idempotency_key(headers)?,
-        actor: Actor { principal: client.name.clone(), authentication: "mtls".to_owned() },
+        actor: Actor { principal: client.name.clone(), authentication: client.authentication.to_owned() },
         correlation_id: correlation_id(headers),
     })
 }

@@ -197,6 +197,16 @@ enum OperatorCommand {
     SetRoles { identity: String, roles: Vec<String> },
     /// List operators and their roles.
     List,
+    /// Issue an operator token for IDENTITY and print it (only the token on
+    /// standard output, unless --output json).
+    Token {
+        identity: String,
+        /// Lifetime in seconds (1 to 2592000).
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+    /// Revoke an operator token by its id.
+    RevokeToken { identity: String, token_id: String },
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +311,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Operator(OperatorCommand::SetRoles { identity, roles }) => {
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             let response = client(&cli.config)?.set_roles(&identity, &roles).await?;
+            print_command(cli.output, &response);
+            Ok(())
+        }
+        Command::Operator(OperatorCommand::Token { identity, ttl_secs }) => {
+            let token = client(&cli.config)?.create_operator_token(&identity, Some(ttl_secs)).await?;
+            match cli.output {
+                Output::Json => print_rows(cli.output, &token, &[], &[]),
+                Output::Table => {
+                    println!("{}", token.token);
+                    eprintln!("token {} for {} expires at {}", token.token_id, token.identity, token.expires_at);
+                }
+            }
+            Ok(())
+        }
+        Command::Operator(OperatorCommand::RevokeToken { identity, token_id }) => {
+            let response =
+                client(&cli.config)?.command(Method::DELETE, &["operators", &identity, "tokens", &token_id]).await?;
             print_command(cli.output, &response);
             Ok(())
         }
@@ -592,5 +619,15 @@ fn config_path(config: &Option<PathBuf>) -> Result<PathBuf, Failure> {
 fn client(config: &Option<PathBuf>) -> Result<ApiClient, Failure> {
     let path = config_path(config)?;
     let config: ClientConfig = config::load(&path).map_err(|e| Failure { status: 1, message: e.to_string() })?;
-    Ok(ApiClient::new(&config.server, &config.ca, &config.cert, &config.key)?)
+    match (&config.cert, &config.key, &config.token_file) {
+        (Some(cert), Some(key), _) => Ok(ApiClient::new(&config.server, &config.ca, cert, key)?),
+        (_, _, Some(token_file)) => {
+            let token = std::fs::read_to_string(token_file).map_err(|e| Failure {
+                status: 1,
+                message: format!("cannot read the token file {}: {e}", token_file.display()),
+            })?;
+            Ok(ApiClient::with_token(&config.server, &config.ca, token.trim())?)
+        }
+        _ => Err(Failure { status: 1, message: "the client configuration has no credentials".to_owned() }),
+    }
 }

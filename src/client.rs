@@ -75,6 +75,8 @@ struct ErrorBody {
 pub struct ApiClient {
     http: reqwest::Client,
     server: String,
+    /// Operator token sent as `Authorization: Bearer`, for the public endpoint.
+    token: Option<Zeroizing<String>>,
 }
 
 impl ApiClient {
@@ -85,7 +87,30 @@ impl ApiClient {
         }
         tls::install_crypto_provider();
         let http = tls::http_client(ca, cert, key)?;
-        Ok(ApiClient { http, server: server.trim_end_matches('/').to_owned() })
+        Ok(ApiClient { http, server: server.trim_end_matches('/').to_owned(), token: None })
+    }
+
+    /// Builds a client of the public endpoint `server` that authenticates with an
+    /// operator token instead of a certificate.
+    pub fn with_token(server: &str, ca: &Path, token: &str) -> Result<ApiClient, ClientError> {
+        if !server.starts_with("https://") {
+            return Err(ClientError::InvalidServer { url: server.to_owned() });
+        }
+        tls::install_crypto_provider();
+        let http = tls::anonymous_http_client(ca)?;
+        let server = server.trim_end_matches('/').to_owned();
+        Ok(ApiClient { http, server, token: Some(Zeroizing::new(token.to_owned())) })
+    }
+
+    /// Issues an operator token for `identity`, valid for `ttl_secs`.
+    pub async fn create_operator_token(
+        &self,
+        identity: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<crate::api::tokens::OperatorToken, ClientError> {
+        let url = format!("{}/tokens", self.url(&["operators", identity])?);
+        let body = crate::api::tokens::TokenRequest { ttl_secs };
+        self.json(self.http.post(url).json(&body).timeout(REQUEST_TIMEOUT)).await
     }
 
     pub fn server(&self) -> &str {
@@ -203,7 +228,7 @@ impl ApiClient {
         }
         tls::install_crypto_provider();
         let http = tls::anonymous_http_client(ca)?;
-        let anonymous = ApiClient { http, server: server.trim_end_matches('/').to_owned() };
+        let anonymous = ApiClient { http, server: server.trim_end_matches('/').to_owned(), token: None };
         let url = anonymous.url(&["enrol"])?;
         anonymous.json(anonymous.http.post(url).json(request).timeout(REQUEST_TIMEOUT)).await
     }
@@ -263,6 +288,10 @@ impl ApiClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token.as_str()),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         if response.status().is_success() {
             return Ok(response);

@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// Address of the HTTPS API. Default `127.0.0.1:8443`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the public endpoint, which accepts connections without a client
+    /// certificate and serves only enrolment and the routes that take operator
+    /// tokens. Default: none, so neither is available.
+    #[serde(default)]
+    pub public_listen: Option<SocketAddr>,
     /// Directory of the read model.
     pub data_dir: PathBuf,
     pub tls: ServerTlsConfig,
@@ -60,18 +65,10 @@ pub struct CaConfig {
     /// Lifetime of issued client certificates, in hours. Default 24.
     #[serde(default = "default_leaf_hours")]
     pub leaf_hours: u64,
-    /// Address of the enrolment endpoint, which accepts connections without a client
-    /// certificate and serves only `POST /v1/enrol`. Default `127.0.0.1:8444`.
-    #[serde(default = "default_enrol_listen")]
-    pub enrol_listen: SocketAddr,
 }
 
 fn default_leaf_hours() -> u64 {
     24
-}
-
-fn default_enrol_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8444))
 }
 
 /// Certificate, key and client CA of the HTTPS API, all PEM files.
@@ -110,16 +107,22 @@ pub struct ProjectorConfig {
     pub cache_mib: usize,
 }
 
-/// The CLI's configuration: which server, and the operator's certificate.
+/// The CLI's configuration: which server, and the operator's certificate or token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Base URL of the server, such as `https://127.0.0.1:8443`.
+    /// Base URL of the server, such as `https://127.0.0.1:8443`; with `token_file`,
+    /// the server's public endpoint.
     pub server: String,
     /// CA certificate that issued the server's certificate.
     pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// File holding an operator token, used instead of `cert` and `key`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The agent's configuration.
@@ -224,6 +227,9 @@ impl ResolvePaths for ServerConfig {
             return Err(format!("projector.cache_mib {} must be between 1 and 65536", self.projector.cache_mib));
         }
         if let Some(ca) = &self.ca {
+            if self.public_listen.is_none() {
+                return Err("[ca] needs public_listen, the address where computes enrol".to_owned());
+            }
             if self.hsm.ca_key_label.is_none() {
                 return Err("[ca] needs hsm.ca_key_label, the label of the CA key pair in the HSM".to_owned());
             }
@@ -241,8 +247,16 @@ impl ResolvePaths for ServerConfig {
 impl ResolvePaths for ClientConfig {
     fn resolve_paths(&mut self, base: &Path) {
         resolve(base, &mut self.ca);
-        resolve(base, &mut self.cert);
-        resolve(base, &mut self.key);
+        for path in [&mut self.cert, &mut self.key, &mut self.token_file].into_iter().flatten() {
+            resolve(base, path);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (&self.cert, &self.key, &self.token_file) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => Ok(()),
+            _ => Err("set either cert and key (client certificate) or token_file (operator token)".to_owned()),
+        }
     }
 }
 

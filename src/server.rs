@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use watchword_events::readmodel::ReadModel;
 use watchword_events::verify::RootKeys;
 
-use crate::api::enrolment::enrol_router;
+use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
-use crate::config::{CaConfig, ServerConfig};
+use crate::config::ServerConfig;
 use crate::hsm::Hsm;
 use crate::projector::{self, Progress};
 use crate::reader::Reader;
@@ -76,15 +76,17 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     tracing::info!(signing_key.id = signer.key_id(), "event signing key certified by the HSM root key");
 
     let ca = load_ca(&config, &hsm)?;
+    let root_public_key = hsm.root_public_key();
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),
         writer: Writer::new(store.clone(), hsm.clone(), Arc::new(signer)),
         reader: Reader::new(model, store, hsm, progress),
         ca,
+        root_public_key,
     };
-    if let Some(ca_config) = &config.ca {
-        start_enrolment(&config, ca_config, state.clone(), ready_file).await?;
+    if let Some(address) = config.public_listen {
+        start_public(&config, address, state.clone(), ready_file).await?;
     }
     let listener = TcpListener::bind(config.listen)
         .await
@@ -120,29 +122,30 @@ fn load_ca(config: &ServerConfig, hsm: &Hsm) -> Result<Option<Arc<ClientCa>>, St
     Ok(Some(Arc::new(ca)))
 }
 
-/// Starts the enrolment listener, which accepts clients without certificates and
-/// serves only `POST /v1/enrol`. Its bound address goes to `<ready_file>.enrol`.
-async fn start_enrolment(
+/// Starts the public endpoint, which accepts clients without certificates and
+/// serves enrolment and the routes that take operator tokens. Its bound address
+/// goes to the ready file's name with the extension `public`.
+async fn start_public(
     config: &ServerConfig,
-    ca_config: &CaConfig,
+    address: std::net::SocketAddr,
     state: AppState,
     ready_file: Option<&Path>,
 ) -> Result<(), StartError> {
     let tls_config = tls::server_config_without_client_auth(&config.tls.cert, &config.tls.key)
         .map_err(|e| StartError::Config(format!("tls: {e}")))?;
-    let listener = TcpListener::bind(ca_config.enrol_listen).await.map_err(|e| {
-        StartError::Config(format!("cannot listen on {} (ca.enrol_listen): {e}", ca_config.enrol_listen))
-    })?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| StartError::Config(format!("cannot listen on {address} (public_listen): {e}")))?;
     let address = listener.local_addr().map_err(|e| StartError::Unavailable(e.to_string()))?;
-    tracing::info!(server.addr = %address, "enrolment endpoint started");
+    tracing::info!(server.addr = %address, "public endpoint started");
     if let Some(path) = ready_file {
-        let path = path.with_extension("enrol");
+        let path = path.with_extension("public");
         std::fs::write(&path, address.to_string())
             .map_err(|e| StartError::Config(format!("cannot write {}: {e}", path.display())))?;
     }
     tokio::spawn(async move {
-        if let Err(error) = tls::serve_anonymous(listener, tls_config, enrol_router(state), shutdown_signal()).await {
-            tracing::error!(%error, "enrolment endpoint failed");
+        if let Err(error) = tls::serve_anonymous(listener, tls_config, public_router(state), shutdown_signal()).await {
+            tracing::error!(%error, "public endpoint failed");
         }
     });
     Ok(())

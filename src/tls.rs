@@ -137,7 +137,8 @@ pub enum TlsError {
     InvalidPeerIdentity { reason: &'static str },
 }
 
-/// The authenticated client of a connection, taken from its verified certificate.
+/// The authenticated client of a request, taken from its verified certificate or,
+/// on the public endpoint, from an operator token.
 ///
 /// [`serve`] inserts it into every request's extensions, so a handler receives it
 /// with `Extension<ClientIdentity>`.
@@ -146,6 +147,8 @@ pub struct ClientIdentity {
     /// The certificate's first URI SAN (such as `spiffe://watchword.dev/agent-1`),
     /// or its subject CN if it has no URI SAN.
     pub name: String,
+    /// How the client authenticated: `mtls` or `token`; recorded on its events.
+    pub authentication: &'static str,
 }
 
 /// Installs rustls' ring provider as the process-wide default.
@@ -292,7 +295,7 @@ pub fn identity_from_cert(der: &[u8]) -> Result<ClientIdentity, TlsError> {
     };
 
     validate_peer_identity(name)?;
-    Ok(ClientIdentity { name: name.to_string() })
+    Ok(ClientIdentity { name: name.to_string(), authentication: "mtls" })
 }
 
 /// Serves `router` over mutual TLS on `listener` until `shutdown` completes.

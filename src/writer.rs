@@ -219,6 +219,11 @@ impl Writer {
         Err(WriteError::Contended(aggregate.clone()))
     }
 
+    /// Signs `message` with the HSM root key, for credentials the server issues.
+    pub async fn sign_with_root(&self, message: &[u8]) -> Result<[u8; 64], WriteError> {
+        Ok(self.hsm.sign_with_root(message).await?)
+    }
+
     /// Returns the last event on `subject`, read from the stream.
     pub async fn head(&self, subject: &str) -> Result<Option<Head>, WriteError> {
         let Some(stored) = self.store.last_on_subject(subject).await? else {

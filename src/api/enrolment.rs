@@ -70,11 +70,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/renew", post(renew_certificate))
 }
 
-/// The router of the enrolment listener, which accepts clients without certificates.
-pub fn enrol_router(state: AppState) -> Router {
-    Router::new().route("/v1/enrol", post(enrol_client)).with_state(state)
-}
-
 fn ca(state: &AppState) -> Result<&Arc<ClientCa>, ApiError> {
     state.ca.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "enrolment_disabled", "enrolment is off: the server has no [ca] section")
@@ -103,7 +98,7 @@ async fn create_token(
     }))
 }
 
-async fn enrol_client(
+pub(super) async fn enrol_client(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(request): Json<EnrolRequest>,

@@ -48,7 +48,7 @@ async fn put_roles(
     Ok(command_response(&state, committed).await)
 }
 
-async fn list_operators(
+pub(super) async fn list_operators(
     State(state): State<AppState>,
     Extension(client): Extension<ClientIdentity>,
 ) -> Result<Json<super::entities::Directory<OperatorSummary>>, ApiError> {

@@ -129,11 +129,11 @@ impl Stack {
         std::fs::write(certs.join("client-cas.crt"), bundle).unwrap();
         let config = std::fs::read_to_string(self.server_config()).unwrap();
         let config = config.replace("client_ca = \"certs/ca.crt\"", "client_ca = \"certs/client-cas.crt\"");
-        let config = format!("{config}\n[ca]\ncert = \"certs/hsm-ca.crt\"\nenrol_listen = \"127.0.0.1:0\"\n");
+        let config = format!("public_listen = \"127.0.0.1:0\"\n{config}\n[ca]\ncert = \"certs/hsm-ca.crt\"\n");
         std::fs::write(self.server_config(), config).unwrap();
 
         self.start_server();
-        let enrol = std::fs::read_to_string(self.dir.path().join("server.enrol")).expect("the enrolment address");
+        let enrol = std::fs::read_to_string(self.dir.path().join("server.public")).expect("the public address");
         format!("https://{}", enrol.trim())
     }
 

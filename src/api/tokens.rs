@@ -58,7 +58,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/operators/{identity}/tokens/{token_id}", delete(revoke_token))
 }
 
-/// The router of the public endpoint: enrolment, and the routes that accept
+/// Builds the router of the public endpoint: enrolment, and the routes that accept
 /// operator tokens.
 pub fn public_router(state: AppState) -> Router {
     let token_routes = Router::new()

@@ -101,7 +101,29 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::routes())
         // One byte above the maximum reaches the handler, which returns 413 with the limit.
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_writes_when_stopped))
         .with_state(state)
+}
+
+/// Fails every change while this node's projection has stopped: the change would
+/// be committed to the stream but never visible here, and a client told "done"
+/// would wrongly believe that a revocation or rotation took effect.
+async fn refuse_writes_when_stopped(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let safe = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if let crate::projector::Progress::Stopped { applied, reason } = state.reader.progress() {
+        if !safe {
+            let message = format!(
+                "this server's projection stopped after stream sequence {applied} ({reason}); \
+                 changes are refused until an operator repairs it (see projector.skip_sequences)"
+            );
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_stopped", message).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// An API failure: a stable `code`, a status and a message for people.

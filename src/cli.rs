@@ -257,6 +257,8 @@ struct Failure {
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
         let status = match &error {
+            ClientError::InvalidName(_) => 2,
+            ClientError::Api { status: 400, .. } => 2,
             ClientError::Api { code, .. } if code == "not_found" => 3,
             ClientError::Api { code, .. } if code == "conflict" => 4,
             ClientError::Api { code, .. } if code == "forbidden" => 6,
@@ -319,7 +321,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             match cli.output {
                 Output::Json => print_rows(cli.output, &token, &[], &[]),
                 Output::Table => {
-                    println!("{}", token.token);
+                    print_line(&token.token);
                     eprintln!("token {} for {} expires at {}", token.token_id, token.identity, token.expires_at);
                 }
             }
@@ -366,12 +368,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
             let hsm =
                 crate::hsm::Hsm::open(&config.hsm).map_err(|e| Failure { status: 69, message: format!("HSM: {e}") })?;
-            println!("{}", hex::encode(hsm.root_public_key()));
+            print_line(&hex::encode(hsm.root_public_key()));
             Ok(())
         }
         Command::Ca(CaCommand::Init { out, common_name, days }) => {
             if out.exists() {
-                println!("kept    {}", out.display());
+                print_line(&format!("kept    {}", out.display()));
                 return Ok(());
             }
             let path = config_path(&cli.config)?;
@@ -384,17 +386,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure { status: 1, message: e.to_string() })?;
             std::fs::write(&out, pem)
                 .map_err(|e| Failure { status: 1, message: format!("cannot write {}: {e}", out.display()) })?;
-            println!("created {}", out.display());
+            print_line(&format!("created {}", out.display()));
             Ok(())
         }
         Command::Ca(CaCommand::Dev { out, server_names, clients }) => {
             let report = crate::pki::write_dev_set(&out, &server_names, &clients)
                 .map_err(|e| Failure { status: 1, message: e.to_string() })?;
             for path in &report.created {
-                println!("created {}", path.display());
+                print_line(&format!("created {}", path.display()));
             }
             for path in &report.reused {
-                println!("kept    {}", path.display());
+                print_line(&format!("kept    {}", path.display()));
             }
             Ok(())
         }
@@ -437,11 +439,9 @@ async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) 
                         "mode": secret.mode.map(|m| format!("{m:04o}")),
                         "content_base64": base64::engine::general_purpose::STANDARD.encode(&*secret.content),
                     });
-                    println!("{json}");
+                    print_line(&json.to_string());
                 }
-                (None, Output::Table) => std::io::stdout()
-                    .write_all(&secret.content)
-                    .map_err(|e| Failure { status: 1, message: format!("cannot write to standard output: {e}") })?,
+                (None, Output::Table) => print_out(&secret.content)?,
             }
         }
         SecretCommand::List { min_sequence } => {
@@ -489,7 +489,7 @@ async fn run_client(client: &ApiClient, output: Output, command: ClientCommand) 
             match output {
                 Output::Json => print_rows(output, &token, &[], &[]),
                 Output::Table => {
-                    println!("{}", token.token);
+                    print_line(&token.token);
                     eprintln!("enrolment token for {} expires at {}", token.client, token.expires_at);
                 }
             }
@@ -513,8 +513,8 @@ async fn run_group(client: &ApiClient, output: Output, command: GroupCommand) ->
             let found = client.get_group(&name).await?;
             print_rows(output, &found, &GROUP_HEADER, &[group_row(&found)]);
             if output == Output::Table {
-                println!("members: {}", found.members.clone().unwrap_or_default().join(", "));
-                println!("grants:  {}", found.grants.clone().unwrap_or_default().join(", "));
+                print_line(&format!("members: {}", found.members.clone().unwrap_or_default().join(", ")));
+                print_line(&format!("grants:  {}", found.grants.clone().unwrap_or_default().join(", ")));
             }
             return Ok(());
         }
@@ -523,7 +523,7 @@ async fn run_group(client: &ApiClient, output: Output, command: GroupCommand) ->
             let group = watchword_events::names::application_group(domain.as_deref(), &org, &assembly, &env)
                 .map_err(|e| Failure { status: 2, message: e.to_string() })?;
             if !create {
-                println!("{group}");
+                print_line(&group);
                 return Ok(());
             }
             let description = format!("application {org}/{assembly}/{env}");
@@ -580,22 +580,41 @@ fn read_content(args: &PutArgs) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// Writes content to a new file of mode 0600 beside `path`, then renames it over
+/// `path`: an existing file's mode is not kept and a symbolic link at `path` is
+/// replaced, never followed.
 fn write_private(path: &std::path::Path, content: &[u8]) -> Result<(), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
+    let failed = |e: std::io::Error| Failure { status: 1, message: format!("cannot write {}: {e}", path.display()) };
+    let name = path.file_name().ok_or_else(|| failed(std::io::Error::other("not a file name")))?;
+    let temp = path.with_file_name(format!(".{}.{}", name.to_string_lossy(), uuid::Uuid::now_v7().simple()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| Failure { status: 1, message: format!("cannot open {}: {e}", path.display()) })?;
-    file.write_all(content).map_err(|e| Failure { status: 1, message: format!("cannot write {}: {e}", path.display()) })
+        .open(&temp)
+        .and_then(|mut file| file.write_all(content).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(failed)
+}
+
+/// Writes to standard output; a closed pipe ends the program quietly, as `head` expects.
+fn print_out(text: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Failure { status: 1, message: format!("cannot write to standard output: {e}") }),
+    }
 }
 
 fn print_rows(output: Output, value: &impl Serialize, header: &[&str], rows: &[Vec<String>]) {
     match output {
         Output::Json => match serde_json::to_string(value) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => print_line(&json),
             Err(error) => eprintln!("error: cannot encode the result as JSON: {error}"),
         },
         Output::Table => {
@@ -604,8 +623,16 @@ fn print_rows(output: Output, value: &impl Serialize, header: &[&str], rows: &[V
             for row in rows {
                 table.add_row(row.clone());
             }
-            println!("{}", table.to_string().trim_end());
+            print_line(table.to_string().trim_end());
         }
+    }
+}
+
+/// Prints a line of results; a write failure other than a closed pipe exits with 1.
+fn print_line(line: &str) {
+    if let Err(failure) = print_out(format!("{line}\n").as_bytes()) {
+        eprintln!("error: {}", failure.message);
+        std::process::exit(1);
     }
 }
 

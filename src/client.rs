@@ -28,7 +28,7 @@ pub enum ClientError {
     Tls(#[from] tls::TlsError),
     #[error("invalid server URL {url:?}: it must start with https://")]
     InvalidServer { url: String },
-    #[error("cannot reach the server at {server}: {source}")]
+    #[error("cannot reach the server at {server}: {}", error_chain(source))]
     Unreachable { server: String, source: reqwest::Error },
     /// The server returned an error body.
     #[error("{message} ({code}, HTTP {status})")]
@@ -304,6 +304,19 @@ impl ApiClient {
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
         ClientError::Unreachable { server: self.server.clone(), source }
     }
+}
+
+/// Joins an error and its causes, so that a TLS failure such as an unknown CA
+/// shows through reqwest's generic "error sending request".
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn api_error(status: StatusCode, text: &str) -> ClientError {

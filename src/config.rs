@@ -105,6 +105,10 @@ pub struct ProjectorConfig {
     pub batch_size: usize,
     /// redb page cache, in MiB. Default 64.
     pub cache_mib: usize,
+    /// Stream sequences the projector passes over. Only for messages that
+    /// `watchword-replay verify` shows are not valid events (a forged or garbage
+    /// message stops the projection); an operator sets this to repair. Default none.
+    pub skip_sequences: Vec<u64>,
 }
 
 /// The CLI's configuration: which server, and the operator's certificate or token.
@@ -157,7 +161,7 @@ impl Default for NatsConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        ProjectorConfig { batch_size: 1000, cache_mib: 64 }
+        ProjectorConfig { batch_size: 1000, cache_mib: 64, skip_sequences: Vec::new() }
     }
 }
 
@@ -269,6 +273,9 @@ impl ResolvePaths for AgentConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !(1..=60).contains(&self.watch_timeout_secs) {
+            return Err(format!("watch_timeout_secs {} must be between 1 and 60", self.watch_timeout_secs));
+        }
         parse_mode(&self.default_mode).map(|_| ())
     }
 }

@@ -44,12 +44,13 @@ pub async fn run(
     model: Arc<ReadModel>,
     store: EventStore,
     roots: RootKeys,
-    batch_size: usize,
+    config: crate::config::ProjectorConfig,
     progress: watch::Sender<Progress>,
 ) {
     let roots = Arc::new(roots);
+    let skip: Arc<std::collections::BTreeSet<u64>> = Arc::new(config.skip_sequences.iter().copied().collect());
     loop {
-        match project(&model, &store, &roots, batch_size, &progress).await {
+        match project(&model, &store, &roots, config.batch_size, &skip, &progress).await {
             Ok(()) => return,
             Err(ProjectError::Subscribe(message)) => {
                 tracing::warn!(error = %message, "event stream subscription failed; retrying");
@@ -75,6 +76,7 @@ async fn project(
     store: &EventStore,
     roots: &Arc<RootKeys>,
     batch_size: usize,
+    skip: &Arc<std::collections::BTreeSet<u64>>,
     progress: &watch::Sender<Progress>,
 ) -> Result<(), ProjectError> {
     let applied = model.last_applied().map_err(|e| ProjectError::Fatal(e.to_string()))?;
@@ -97,7 +99,14 @@ async fn project(
         for message in batch {
             let message = message.map_err(|e| ProjectError::Subscribe(e.to_string()))?;
             let sequence = message.info().map_err(|e| ProjectError::Subscribe(e.to_string()))?.stream_sequence;
+            if skip.contains(&sequence) {
+                tracing::warn!(event.seq = sequence, "skipping a stream message listed in projector.skip_sequences");
+                continue;
+            }
             owned.push((message.subject.to_string(), message.payload.clone(), sequence));
+        }
+        if owned.is_empty() {
+            continue;
         }
         let span =
             tracing::debug_span!("projector.batch", batch.len = owned.len(), event.seq = owned.first().map(|m| m.2));

@@ -61,13 +61,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .map_err(|e| StartError::Config(format!("the HSM root public key is not a valid Ed25519 key: {e}")))?;
     let applied = model.last_applied().map_err(|e| StartError::Unavailable(e.to_string()))?;
     let (progress_sender, progress) = watch::channel(Progress::Applied(applied));
-    tokio::spawn(projector::run(
-        Arc::clone(&model),
-        store.clone(),
-        roots,
-        config.projector.batch_size,
-        progress_sender,
-    ));
+    tokio::spawn(projector::run(Arc::clone(&model), store.clone(), roots, config.projector.clone(), progress_sender));
 
     let startup_id = uuid::Uuid::now_v7().to_string();
     let signer = EventSigner::certify(&hsm, &store, &startup_id)

@@ -43,7 +43,7 @@ async fn exit_statuses_match_documentation() {
 async fn invalid_name_rejected_with_message() {
     let stack = Stack::start().await;
     let output = stack.cli("operator", &["secret", "put", "..", "--stdin"], b"x");
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("invalid name"), "{}", text(&output.stderr));
 }
 
@@ -59,4 +59,47 @@ async fn application_group_created_from_parts() {
     let ambiguous = stack.cli("operator", &["group", "app", "acme/x", "shop", "prod"], b"");
     assert_eq!(ambiguous.status.code(), Some(2));
     assert!(text(&ambiguous.stderr).contains("invalid application org \"acme/x\""), "{}", text(&ambiguous.stderr));
+}
+
+#[tokio::test]
+async fn get_out_replaces_file_with_private_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::start().await;
+    stack.cli("operator", &["secret", "put", "k", "--stdin"], b"secret");
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing");
+    std::fs::write(&existing, b"old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"not to be touched").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    for path in [&existing, &link] {
+        let output = stack.cli("operator", &["secret", "get", "k", "--out", path.to_str().unwrap()], b"");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let metadata = std::fs::symlink_metadata(path).unwrap();
+        assert!(metadata.is_file(), "{} is a regular file now", path.display());
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{}", path.display());
+        assert_eq!(std::fs::read(path).unwrap(), b"secret");
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"not to be touched", "the link was not followed");
+}
+
+#[tokio::test]
+async fn write_failure_on_stdout_reported() {
+    let stack = Stack::start().await;
+    stack.cli("operator", &["secret", "put", "k", "--stdin"], b"no newline");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let certs = stack.certs();
+    let config = stack.dir.path().join("cli-operator.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_watchword"))
+        .args(["secret", "get", "k"])
+        .env("WATCHWORD_CONFIG", &config)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let _ = certs;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("cannot write to standard output"));
 }

@@ -29,6 +29,11 @@ pub enum NameError {
     #[error("invalid name: control character at character {position}; use printable characters only")]
     ControlCharacter { position: usize },
     #[error(
+        "invalid name: invisible format character (such as a zero-width space or a direction override) \
+         at character {position}; such names could pass for others"
+    )]
+    InvisibleCharacter { position: usize },
+    #[error(
         "invalid name: its file name would be {bytes} bytes, the maximum is {max}; \
          characters other than A-Z a-z 0-9 - _ . @ + = , ~ : take 3 bytes each in a file name"
     )]

@@ -47,9 +47,7 @@ pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_BYTES {
         return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
     }
-    if let Some(position) = name.chars().position(char::is_control) {
-        return Err(NameError::ControlCharacter { position });
-    }
+    check_characters(name)?;
     let encoded = encode_file_name(name);
     if encoded.len() > MAX_FILE_NAME_BYTES {
         return Err(NameError::FileNameTooLong { bytes: encoded.len(), max: MAX_FILE_NAME_BYTES });
@@ -69,10 +67,37 @@ pub fn validate_entity_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_BYTES {
         return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
     }
+    check_characters(name)
+}
+
+/// Rejects control characters, and the invisible format characters (zero-width
+/// spaces and joiners, bidirectional overrides, the byte order mark) that make two
+/// different names look alike.
+fn check_characters(name: &str) -> Result<(), NameError> {
     if let Some(position) = name.chars().position(char::is_control) {
         return Err(NameError::ControlCharacter { position });
     }
+    if let Some(position) = name.chars().position(is_invisible_format) {
+        return Err(NameError::InvisibleCharacter { position });
+    }
     Ok(())
+}
+
+/// Returns whether `c` is one of Unicode's invisible format characters (general
+/// category Cf) that names could hide.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// Maximum length of one part of an application name, in bytes.
@@ -183,6 +208,12 @@ mod tests {
         assert!(matches!(validate_secret_name(".."), Err(NameError::DotSegment)));
         assert!(matches!(validate_secret_name("a\nb"), Err(NameError::ControlCharacter { position: 1 })));
         assert!(matches!(validate_secret_name("\u{7f}"), Err(NameError::ControlCharacter { .. })));
+        for invisible in ["db\u{200B}/password", "\u{202E}txt", "\u{FEFF}db", "a\u{2066}b"] {
+            assert!(
+                matches!(validate_secret_name(invisible), Err(NameError::InvisibleCharacter { .. })),
+                "{invisible:?}"
+            );
+        }
         let long = "a".repeat(MAX_NAME_BYTES + 1);
         assert!(matches!(validate_secret_name(&long), Err(NameError::TooLong { .. })));
         let wide = "/".repeat(100);

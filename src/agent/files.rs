@@ -70,7 +70,9 @@ impl SecretDir {
     /// the final mode, rename over the target, fsync the directory.
     pub fn write(&self, file_name: &str, content: &[u8], mode: u32) -> io::Result<()> {
         debug_assert!(!file_name.starts_with('.') && !file_name.contains('/'));
-        let temp = self.path.join(format!("{TEMP_PREFIX}{file_name}-{}", uuid::Uuid::now_v7().simple()));
+        // The temporary name does not contain the file name, which may already be
+        // as long as a file name can be.
+        let temp = self.path.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::now_v7().simple()));
         let result = write_temp(&temp, content, mode).and_then(|()| fs::rename(&temp, self.path.join(file_name)));
         if result.is_err() {
             let _ = fs::remove_file(&temp);

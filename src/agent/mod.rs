@@ -60,7 +60,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; keeping current files")
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -68,6 +68,7 @@ pub fn public_router(state: AppState) -> Router {
         .merge(super::entities::routes())
         .route("/v1/operators", get(super::operators::list_operators))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), super::refuse_writes_when_stopped))
         .layer(axum::extract::DefaultBodyLimit::max(crate::writer::MAX_CONTENT_BYTES + 1));
     Router::new().route("/v1/enrol", post(super::enrolment::enrol_client)).merge(token_routes).with_state(state)
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub ca: Option<std::sync::Arc<crate::ca::ClientCa>>,
     /// The HSM root public key, which verifies operator tokens.
     pub root_public_key: [u8; 32],
+    /// Turns true when the server shuts down, so long-polls end at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -388,7 +390,11 @@ async fn watch(
     Query(query): Query<WatchQuery>,
 ) -> Result<Json<SecretList>, ApiError> {
     let limit = Duration::from_secs(query.timeout_secs.unwrap_or(30)).min(MAX_WATCH);
-    state.reader.wait_past(query.after, limit).await;
+    let mut stopping = state.stopping.clone();
+    tokio::select! {
+        _ = state.reader.wait_past(query.after, limit) => {}
+        _ = stopping.wait_for(|stopping| *stopping) => {}
+    }
     Ok(Json(readable_secrets(&state, &client).await?))
 }
 

@@ -301,8 +301,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { ready_file } => {
             let path = config_path(&cli.config)?;
-            let config: ServerConfig =
-                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let config: ServerConfig = config::load(&path).map_err(server_config_failure)?;
             crate::server::run(config, ready_file.as_deref())
                 .await
                 .map_err(|e| Failure { status: e.exit_code(), message: e.to_string() })
@@ -364,8 +363,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Hsm(HsmCommand::RootKey) => {
             let path = config_path(&cli.config)?;
-            let config: ServerConfig =
-                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let config: ServerConfig = config::load(&path).map_err(server_config_failure)?;
             let hsm =
                 crate::hsm::Hsm::open(&config.hsm).map_err(|e| Failure { status: 69, message: format!("HSM: {e}") })?;
             print_line(&hex::encode(hsm.root_public_key()));
@@ -377,8 +375,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
             let path = config_path(&cli.config)?;
-            let config: ServerConfig =
-                config::load(&path).map_err(|e| Failure { status: 78, message: e.to_string() })?;
+            let config: ServerConfig = config::load(&path).map_err(server_config_failure)?;
             let hsm =
                 crate::hsm::Hsm::open(&config.hsm).map_err(|e| Failure { status: 69, message: format!("HSM: {e}") })?;
             let key = crate::ca::HsmCaKey::new(&hsm).map_err(|e| Failure { status: 78, message: e.to_string() })?;
@@ -414,6 +411,12 @@ async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) 
                 idempotency_key: args.idempotency_key,
             };
             let written = client.put_secret(&args.name, content, &options).await?;
+            if written.replayed {
+                eprintln!(
+                    "note: idempotency key already used: this is the first request's outcome, and this request's \
+                     content was not written; use a new key for a new write"
+                );
+            }
             print_rows(
                 output,
                 &written,
@@ -634,6 +637,16 @@ fn print_line(line: &str) {
         eprintln!("error: {}", failure.message);
         std::process::exit(1);
     }
+}
+
+/// Reports an unusable server configuration, with a hint when the file given is a
+/// client's (as `WATCHWORD_CONFIG` usually names).
+fn server_config_failure(error: config::ConfigError) -> Failure {
+    let mut message = error.to_string();
+    if message.contains("unknown field `server`") {
+        message.push_str("; this looks like a client configuration: serve, hsm and ca init read the server's, so pass --config with the server's file");
+    }
+    Failure { status: 78, message }
 }
 
 fn config_path(config: &Option<PathBuf>) -> Result<PathBuf, Failure> {

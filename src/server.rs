@@ -71,6 +71,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
 
     let ca = load_ca(&config, &hsm)?;
     let root_public_key = hsm.root_public_key();
+    let (stop, stopping) = watch::channel(false);
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),
@@ -78,6 +79,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         reader: Reader::new(model, store, hsm, progress),
         ca,
         root_public_key,
+        stopping: stopping.clone(),
     };
     if let Some(address) = config.public_listen {
         start_public(&config, address, state.clone(), ready_file).await?;
@@ -98,7 +100,12 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
             .map_err(|e| StartError::Config(format!("cannot write the ready file {}: {e}", path.display())))?;
     }
 
-    tls::serve(listener, tls_config, api::router(state), shutdown_signal())
+    // One signal handler stops both endpoints and ends every long-poll.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    tls::serve(listener, tls_config, api::router(state), stopped(stopping))
         .await
         .map_err(|e| StartError::Unavailable(format!("HTTPS server failed: {e}")))?;
     tracing::info!("watchword server stopped");
@@ -138,7 +145,8 @@ async fn start_public(
             .map_err(|e| StartError::Config(format!("cannot write {}: {e}", path.display())))?;
     }
     tokio::spawn(async move {
-        if let Err(error) = tls::serve_anonymous(listener, tls_config, public_router(state), shutdown_signal()).await {
+        let stopping = state.stopping.clone();
+        if let Err(error) = tls::serve_anonymous(listener, tls_config, public_router(state), stopped(stopping)).await {
             tracing::error!(%error, "public endpoint failed");
         }
     });
@@ -152,6 +160,11 @@ fn open_read_model(config: &ServerConfig) -> Result<Arc<ReadModel>, StartError> 
     let model = ReadModel::open(&path, config.projector.cache_mib * 1024 * 1024)
         .map_err(|e| StartError::Unavailable(format!("cannot open the read model {}: {e}", path.display())))?;
     Ok(Arc::new(model))
+}
+
+/// Completes once `stopping` turns true.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
 /// Completes on SIGINT or SIGTERM.

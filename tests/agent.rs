@@ -110,3 +110,21 @@ async fn longest_file_name_delivered() {
 
     file_content(&secrets.join(watchword_events::names::file_name(&name).unwrap()), b"long").await;
 }
+
+// Two worker threads, so that the client's connection tasks keep answering the
+// server's GOAWAY while this thread waits for the server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stops_promptly_during_long_poll() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let written = operator.put_secret("app/x", b"x".to_vec(), &PutOptions::default()).await.unwrap();
+    let agent = stack.client("agent-1");
+    let poll = tokio::spawn(async move { agent.watch(written.sequence, std::time::Duration::from_secs(60)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let took = stack.terminate_server();
+    // The long-poll would hold for 60 s and the shutdown grace is 20 s; ending the
+    // poll at shutdown lets the server exit well before either.
+    assert!(took < std::time::Duration::from_secs(10), "the server took {took:?} to stop:\n{}", stack.server_log());
+    assert!(poll.await.unwrap().is_ok(), "the long-poll got an answer");
+}

@@ -137,6 +137,16 @@ impl Stack {
         format!("https://{}", enrol.trim())
     }
 
+    /// Stops the server with SIGTERM and returns how long it took to exit.
+    pub fn terminate_server(&mut self) -> Duration {
+        let mut child = self.server.take().expect("a running server");
+        let start = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+        assert!(status.success());
+        child.wait().expect("reap the server");
+        start.elapsed()
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill_server(&mut self) {
         if let Some(mut child) = self.server.take() {

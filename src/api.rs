@@ -288,9 +288,18 @@ async fn put_secret(
     Path(name): Path<String>,
     Query(query): Query<PutQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     state.require(&client, crate::access::Permission::Administer).await?;
+    // A body above the limit is cut off before this handler reads it all.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "content_too_large",
+            format!("content is above the maximum of {MAX_CONTENT_BYTES} bytes"),
+        ),
+        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
+    })?;
     let request = WriteSecret {
         mode: query.mode.as_deref().map(parse_mode).transpose().map_err(ApiError::bad_request)?,
         context: write_context(&client, &headers)?,

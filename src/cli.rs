@@ -108,10 +108,11 @@ enum SecretCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "stdin"])))]
 struct PutArgs {
     name: String,
     /// Read the content from this file.
-    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    #[arg(long)]
     file: Option<PathBuf>,
     /// Read the content from standard input.
     #[arg(long)]

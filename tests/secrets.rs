@@ -50,6 +50,8 @@ async fn content_above_limit_rejected_with_413() {
     operator.put_secret("at-limit", vec![1; max], &PutOptions::default()).await.unwrap();
     let error = operator.put_secret("over-limit", vec![1; max + 1], &PutOptions::default()).await.unwrap_err();
     assert!(matches!(error, ClientError::Api { status: 413, .. }), "{error}");
+    let far = operator.put_secret("far-over", vec![1; 3 * max], &PutOptions::default()).await.unwrap_err();
+    assert!(matches!(&far, ClientError::Api { status: 413, code, .. } if code == "content_too_large"), "{far}");
 }
 
 #[tokio::test]

@@ -95,6 +95,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", get(get_secret).put(put_secret))
+        .route("/v1/secrets/{name}/versions", get(list_versions))
+        .route("/v1/secrets/{name}/versions/{version}", get(get_version))
         .route("/v1/watch", get(watch))
         .route("/v1/status", get(status))
         .merge(entities::routes())
@@ -378,6 +380,80 @@ async fn get_secret(
         );
     }
     // NOTE: the response body leaves this buffer for hyper's, which is not zeroized.
+    Ok((headers, content.to_vec()).into_response())
+}
+
+/// One version of a secret, as `GET /v1/secrets/{name}/versions` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionSummary {
+    pub version: u64,
+    pub revision: u64,
+    pub size: u64,
+    pub mode: Option<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// The versions of a secret, oldest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionList {
+    pub name: String,
+    pub sequence: u64,
+    pub versions: Vec<VersionSummary>,
+}
+
+/// Lists a secret's versions (metadata only) to whoever may read the secret, and
+/// to administrators and auditors.
+async fn list_versions(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    let roles = state.roles(&client).await?;
+    let privileged = roles.iter().any(|r| matches!(r, crate::access::Role::Admin | crate::access::Role::Auditor));
+    if !privileged && !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
+        return Err(ApiError::not_found(&name));
+    }
+    let (versions, sequence) = state.reader.versions(&name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(&name));
+    }
+    let versions = versions
+        .iter()
+        .map(|v| VersionSummary {
+            version: v.version,
+            revision: v.revision,
+            size: v.size,
+            mode: v.mode.map(|m| format!("{m:04o}")),
+            created_at: format_micros(v.created_at_micros),
+            created_by: v.created_by.clone(),
+        })
+        .collect();
+    Ok(Json(VersionList { name, sequence, versions }))
+}
+
+/// Returns the content of one version; administrators only, because an earlier
+/// version may hold a credential that was rotated away on purpose.
+async fn get_version(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientIdentity>,
+    Path((name, version)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    if !state.roles(&client).await?.contains(&crate::access::Role::Admin) {
+        tracing::info!(client.id = %client.name, secret.name = %name, secret.version = version, "version read denied");
+        return Err(ApiError::not_found(&name));
+    }
+    let (versions, sequence) = state.reader.versions(&name).await?;
+    let found = versions.iter().find(|v| v.version == version).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("secret {name:?} has no version {version}"))
+    })?;
+    let content = state.reader.version_content(&name, found).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("watchword-version", found.version.into());
+    headers.insert("watchword-revision", found.revision.into());
+    headers.insert("watchword-sequence", sequence.into());
     Ok((headers, content.to_vec()).into_response())
 }
 

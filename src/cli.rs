@@ -96,9 +96,14 @@ enum SecretCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Wait until the server reflects this stream sequence (read-your-writes).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "version")]
         min_sequence: Option<u64>,
+        /// Read this earlier version instead of the current one (administrators only).
+        #[arg(long)]
+        version: Option<u64>,
     },
+    /// List the versions of a secret: who wrote each and when (metadata only).
+    Versions { name: String },
     /// List the secrets this client may read (metadata only).
     List {
         /// Wait until the server reflects this stream sequence (read-your-writes).
@@ -430,8 +435,20 @@ async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) 
                 ]],
             );
         }
-        SecretCommand::Get { name, out, min_sequence } => {
-            let secret = client.get_secret(&name, min_sequence).await?;
+        SecretCommand::Versions { name } => {
+            let list = client.list_versions(&name).await?;
+            let rows: Vec<Vec<String>> = list
+                .versions
+                .iter()
+                .map(|v| vec![v.version.to_string(), v.size.to_string(), v.created_at.clone(), v.created_by.clone()])
+                .collect();
+            print_rows(output, &list, &["VERSION", "SIZE", "CREATED", "BY"], &rows);
+        }
+        SecretCommand::Get { name, out, min_sequence, version } => {
+            let secret = match version {
+                Some(version) => client.get_version(&name, version).await?,
+                None => client.get_secret(&name, min_sequence).await?,
+            };
             match (out, output) {
                 (Some(path), _) => write_private(&path, &secret.content)?,
                 (None, Output::Json) => {

@@ -146,6 +146,22 @@ impl ApiClient {
         if let Some(sequence) = min_sequence {
             request = request.query(&[("min_sequence", sequence)]);
         }
+        self.content(request).await
+    }
+
+    /// Reads one version of a secret (administrators only).
+    pub async fn get_version(&self, name: &str, version: u64) -> Result<SecretContent, ClientError> {
+        let url = format!("{}/versions/{version}", self.secret_url(name)?);
+        self.content(self.http.get(url).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Lists the versions of a secret, oldest first (metadata only).
+    pub async fn list_versions(&self, name: &str) -> Result<crate::api::VersionList, ClientError> {
+        let url = format!("{}/versions", self.secret_url(name)?);
+        self.json(self.http.get(url).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    async fn content(&self, request: reqwest::RequestBuilder) -> Result<SecretContent, ClientError> {
         let response = self.send(request).await?;
         let headers = response.headers().clone();
         let number = |name: &str| -> Result<u64, ClientError> {

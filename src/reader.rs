@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use watchword_events::body::{content_aad, data_key_aad};
 use watchword_events::error::ViewError;
-use watchword_events::fold::SecretState;
+use watchword_events::fold::{SecretState, SecretVersion};
 use watchword_events::readmodel::ReadModel;
 use zeroize::Zeroizing;
 
@@ -186,16 +186,28 @@ impl Reader {
 
     /// Decrypts the current version of a secret. Call only after authorizing the read.
     pub async fn content(&self, state: &SecretState) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-        let current = &state.current;
-        let erased = || ReadError::DataKeyErased { name: state.name.clone(), version: current.version };
-        let wrapped = self.store.data_key(&current.data_key.store_key).await?.ok_or_else(erased)?;
-        if <[u8; 32]>::from(Sha256::digest(&wrapped)) != current.data_key.wrapped_sha256 {
-            return Err(ReadError::DataKeyMismatch { name: state.name.clone(), version: current.version });
+        self.version_content(&state.name, &state.current).await
+    }
+
+    /// Decrypts one version of a secret. Call only after authorizing the read.
+    pub async fn version_content(&self, name: &str, version: &SecretVersion) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+        let erased = || ReadError::DataKeyErased { name: name.to_owned(), version: version.version };
+        let wrapped = self.store.data_key(&version.data_key.store_key).await?.ok_or_else(erased)?;
+        if <[u8; 32]>::from(Sha256::digest(&wrapped)) != version.data_key.wrapped_sha256 {
+            return Err(ReadError::DataKeyMismatch { name: name.to_owned(), version: version.version });
         }
 
-        let data_key = self.hsm.decrypt_data_key(&wrapped, &data_key_aad(&state.name, current.revision)).await?;
-        seal::open(&data_key, &current.content, &content_aad(&state.name, current.revision))
-            .map_err(|_| ReadError::Content { name: state.name.clone(), version: current.version })
+        let data_key = self.hsm.decrypt_data_key(&wrapped, &data_key_aad(name, version.revision)).await?;
+        seal::open(&data_key, &version.content, &content_aad(name, version.revision))
+            .map_err(|_| ReadError::Content { name: name.to_owned(), version: version.version })
+    }
+
+    /// Returns every version of a secret, oldest first, with the sequence the read
+    /// model reflects.
+    pub async fn versions(&self, name: &str) -> Result<(Vec<SecretVersion>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        let name = name.to_owned();
+        blocking(move || model.read(|view| view.secret_versions(&name))).await
     }
 }
 

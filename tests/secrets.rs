@@ -225,3 +225,37 @@ async fn client_from_other_ca_rejected() {
     let list = stack.client("operator").list_secrets(None).await.unwrap();
     assert!(list.secrets.is_empty(), "no handler wrote anything");
 }
+
+#[tokio::test]
+async fn versions_listed_and_earlier_one_read() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    for content in ["one", "two", "three"] {
+        operator.put_secret("app/rotated", content.as_bytes().to_vec(), &PutOptions::default()).await.unwrap();
+    }
+
+    let list = operator.list_versions("app/rotated").await.unwrap();
+    let numbers: Vec<u64> = list.versions.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    assert_eq!(operator.get_version("app/rotated", 1).await.unwrap().content.as_slice(), b"one");
+    assert_eq!(operator.get_secret("app/rotated", None).await.unwrap().content.as_slice(), b"three");
+
+    let missing = operator.get_version("app/rotated", 9).await.unwrap_err();
+    assert!(missing.to_string().contains("has no version 9"), "{missing}");
+}
+
+#[tokio::test]
+async fn earlier_versions_hidden_from_readers() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.put_secret("app/rotated", b"one".to_vec(), &PutOptions::default()).await.unwrap();
+    let last = operator.put_secret("app/rotated", b"two".to_vec(), &PutOptions::default()).await.unwrap();
+
+    let reader = stack.client("agent-1");
+    assert_eq!(reader.get_secret("app/rotated", Some(last.sequence)).await.unwrap().content.as_slice(), b"two");
+    assert_eq!(reader.list_versions("app/rotated").await.unwrap().versions.len(), 2, "metadata for readers");
+    let old = reader.get_version("app/rotated", 1).await.unwrap_err();
+    assert!(matches!(old, ClientError::Api { status: 404, .. }), "{old}");
+    let stranger = stack.client("nobody").list_versions("app/rotated").await.unwrap_err();
+    assert!(matches!(stranger, ClientError::Api { status: 404, .. }), "{stranger}");
+}

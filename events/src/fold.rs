@@ -121,6 +121,8 @@ pub trait StateView {
     fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError>;
     fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError>;
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError>;
+    /// Returns every version of a secret that the read model keeps, oldest first.
+    fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError>;
 }
 
 /// A state that changes can be written to.
@@ -482,6 +484,8 @@ pub struct MemoryState {
     /// Pairs of (secret, group).
     pub grants: BTreeSet<(String, String)>,
     pub operators: BTreeMap<String, OperatorState>,
+    /// Every version of every secret, by (name, version).
+    pub versions: BTreeMap<(String, u64), SecretVersion>,
 }
 
 impl StateView for MemoryState {
@@ -524,6 +528,10 @@ impl StateView for MemoryState {
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {
         Ok(self.operators.get(identity).cloned())
     }
+
+    fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError> {
+        Ok(self.versions.range((name.to_owned(), 0)..=(name.to_owned(), u64::MAX)).map(|(_, v)| v.clone()).collect())
+    }
 }
 
 impl StateStore for MemoryState {
@@ -533,6 +541,8 @@ impl StateStore for MemoryState {
                 self.heads.insert(aggregate, head);
             }
             Change::Secret(state) => {
+                // Each state carries the version it adds, which the history keeps.
+                self.versions.insert((state.name.clone(), state.current.version), state.current.clone());
                 self.secrets.insert(state.name.clone(), state);
             }
             Change::SigningKey { key_id, state } => {

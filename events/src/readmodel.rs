@@ -15,6 +15,7 @@
 //! | `grants` | `(secret, group)` | `()` |
 //! | `grants_by_group` | `(group, secret)` | `()` |
 //! | `operators` | operator identity | [`OperatorState`] |
+//! | `secret_versions` | `(secret name, version)` | [`SecretVersion`] |
 //!
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
@@ -31,8 +32,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApplyError, ViewError};
 use crate::event::Aggregate;
 use crate::fold::{
-    AggregateHead, Change, ClientState, GroupState, OperatorState, SecretState, SigningKeyState, StateStore, StateView,
-    apply_message,
+    AggregateHead, Change, ClientState, GroupState, OperatorState, SecretState, SecretVersion, SigningKeyState,
+    StateStore, StateView, apply_message,
 };
 use crate::verify::{RecordedEvent, RootKeys};
 
@@ -47,6 +48,7 @@ const MEMBERS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new
 const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const GRANTS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants_by_group");
 const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators");
+const SECRET_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("secret_versions");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
 
@@ -216,6 +218,13 @@ impl ReadModel {
         memory.memberships = all_pairs(&txn.open_table(MEMBERSHIPS).map_err(view_error)?)?;
         memory.grants = all_pairs(&txn.open_table(GRANTS).map_err(view_error)?)?;
 
+        let versions = txn.open_table(SECRET_VERSIONS).map_err(view_error)?;
+        for entry in versions.iter().map_err(view_error)? {
+            let (key, value) = entry.map_err(view_error)?;
+            let (name, version) = key.value();
+            memory.versions.insert((name.to_owned(), version), decode_value(value.value())?);
+        }
+
         let operators = txn.open_table(OPERATORS).map_err(view_error)?;
         for entry in operators.iter().map_err(view_error)? {
             let (key, value) = entry.map_err(view_error)?;
@@ -238,6 +247,7 @@ struct RedbState<'txn> {
     grants: Table<'txn, (&'static str, &'static str), ()>,
     grants_by_group: Table<'txn, (&'static str, &'static str), ()>,
     operators: Table<'txn, &'static str, &'static [u8]>,
+    secret_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
 }
 
 /// The state as one redb read transaction sees it.
@@ -252,6 +262,7 @@ struct RedbReadState {
     grants: ReadOnlyTable<(&'static str, &'static str), ()>,
     grants_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
     operators: ReadOnlyTable<&'static str, &'static [u8]>,
+    secret_versions: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
 }
 
 impl<'txn> RedbState<'txn> {
@@ -268,6 +279,7 @@ impl<'txn> RedbState<'txn> {
             grants: txn.open_table(GRANTS)?,
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
             operators: txn.open_table(OPERATORS)?,
+            secret_versions: txn.open_table(SECRET_VERSIONS)?,
         })
     }
 
@@ -305,6 +317,7 @@ impl RedbReadState {
             grants: txn.open_table(GRANTS)?,
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
             operators: txn.open_table(OPERATORS)?,
+            secret_versions: txn.open_table(SECRET_VERSIONS)?,
         })
     }
 }
@@ -357,6 +370,15 @@ macro_rules! impl_state_view {
             fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {
                 get_decoded(&self.operators, identity)
             }
+
+            fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError> {
+                let mut versions = Vec::new();
+                for entry in self.secret_versions.range((name, 0)..=(name, u64::MAX)).map_err(view_error)? {
+                    let (_, value) = entry.map_err(view_error)?;
+                    versions.push(decode_value(value.value())?);
+                }
+                Ok(versions)
+            }
         }
     };
 }
@@ -372,6 +394,9 @@ impl StateStore for RedbState<'_> {
                 self.heads.insert(key, encode_value(&head).as_slice()).map_err(view_error)?;
             }
             Change::Secret(state) => {
+                // Each state carries the version it adds, which the history keeps.
+                let key = (state.name.as_str(), state.current.version);
+                self.secret_versions.insert(key, encode_value(&state.current).as_slice()).map_err(view_error)?;
                 self.secrets.insert(state.name.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
             }
             Change::SigningKey { key_id, state } => {

@@ -7,7 +7,7 @@
 //!    secret of its own among `--names`, with at most `--max-in-flight` pending.
 //!    Each response carries the event's stream sequence.
 //! 2. A separate connection polls `GET /v1/status` every `--poll-interval-ms` and
-//!    records the applied sequence with the wall-clock time the answer arrived.
+//!    records the applied sequence with the wall-clock time the response arrived.
 //! 3. Afterwards, an ordered consumer reads the stream time of every written
 //!    event: the time nats-server stored it, just before it sent the
 //!    acknowledgement. nats-server runs on this machine, so both times come from
@@ -32,11 +32,11 @@ use tokio::task::JoinSet;
 use watchword::client::{ApiClient, PutOptions};
 
 use crate::clients::Clients;
-use crate::measure::{Stats, median, new_histogram, record_since, stats};
+use crate::measure::{Stats, median, new_histogram, record_micros, stats};
 use crate::procstat::{Monitor, Watched};
 use crate::report::{Comparison, PRODUCT};
 
-/// Longest wait for the read model to apply the last write after the run.
+/// Maximum wait for the read model to apply the last write after the run.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 
 /// Parameters of a lag measurement.
@@ -52,14 +52,14 @@ pub struct LagLoad {
     pub runs: usize,
 }
 
-/// One answer of `/v1/status`.
+/// One response of `/v1/status`.
 #[derive(Debug, Clone, Copy)]
 struct Poll {
     received_ns: i128,
     applied: u64,
 }
 
-/// What one run of writes produced.
+/// Outcome of one run of writes.
 struct Writes {
     sequences: Vec<u64>,
     latency: Stats,
@@ -177,8 +177,9 @@ async fn write_at_rate(clients: &Clients, load: &LagLoad, run: usize) -> anyhow:
         tasks.spawn(async move {
             let began = Instant::now();
             let written = client.put_secret(&name, content, &PutOptions::default()).await;
+            let latency = began.elapsed();
             drop(slot);
-            written.map(|w| (w.sequence, began))
+            written.map(|w| (w.sequence, latency))
         });
     }
     let sent_seconds = start.elapsed().as_secs_f64();
@@ -186,8 +187,8 @@ async fn write_at_rate(clients: &Clients, load: &LagLoad, run: usize) -> anyhow:
     let mut sequences = Vec::with_capacity(total);
     let mut histogram = new_histogram();
     while let Some(result) = tasks.join_next().await {
-        let (sequence, began) = result.context("a write task panicked")?.context("a write failed")?;
-        record_since(&mut histogram, began);
+        let (sequence, latency) = result.context("a write task panicked")?.context("a write failed")?;
+        record_micros(&mut histogram, latency);
         sequences.push(sequence);
     }
     let latency = stats(&histogram, start.elapsed());

@@ -33,7 +33,12 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Records the time since `began` in microseconds.
 pub fn record_since(histogram: &mut Histogram<u64>, began: Instant) {
-    let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    record_micros(histogram, began.elapsed());
+}
+
+/// Records a duration in microseconds.
+pub fn record_micros(histogram: &mut Histogram<u64>, duration: Duration) {
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
     histogram.saturating_record(micros.max(1));
 }
 

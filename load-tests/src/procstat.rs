@@ -41,9 +41,12 @@ pub struct Usage {
     pub nats_cpu_s: Option<f64>,
     /// CPU seconds of this load generator, which shares the machine.
     pub load_cpu_s: Option<f64>,
+    /// CPU seconds of the load generator's child processes that exited during
+    /// the run, such as `watchword-replay`.
+    pub children_cpu_s: Option<f64>,
     /// CPU seconds of every process on the machine (user, nice, system, irq, softirq).
     pub machine_cpu_s: Option<f64>,
-    /// CPU seconds of processes other than the server, nats-server and this tool.
+    /// CPU seconds of processes other than the server, nats-server, this tool and its children.
     pub other_cpu_s: Option<f64>,
     /// CPU seconds the hypervisor gave to other virtual machines while this one waited.
     pub steal_s: Option<f64>,
@@ -53,7 +56,7 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Monitor {
     watched: Watched,
-    cpu_at_start: [Option<u64>; 3],
+    cpu_at_start: [Option<u64>; 4],
     machine_at_start: Option<MachineTicks>,
     stop: watch::Sender<bool>,
     sampler: Option<JoinHandle<Option<u64>>>,
@@ -92,13 +95,14 @@ impl Monitor {
             _ => None,
         };
         let machine_cpu_s = machine.map(|m| m.busy as f64 / TICKS_PER_SECOND);
-        let ours = [seconds(0), seconds(1), seconds(2)].iter().flatten().sum::<f64>();
+        let ours = [seconds(0), seconds(1), seconds(2), seconds(3)].iter().flatten().sum::<f64>();
         Usage {
             server_rss_max_mib: max_kib.max(end_kib).map(mib),
             server_rss_end_mib: end_kib.map(mib),
             server_cpu_s: seconds(0),
             nats_cpu_s: seconds(1),
             load_cpu_s: seconds(2),
+            children_cpu_s: seconds(3),
             machine_cpu_s,
             other_cpu_s: machine_cpu_s.map(|busy| (busy - ours).max(0.0)),
             steal_s: machine.map(|m| m.steal as f64 / TICKS_PER_SECOND),
@@ -110,8 +114,17 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn cpu_times(watched: &Watched) -> [Option<u64>; 3] {
-    [watched.server.and_then(cpu_ticks), watched.nats.and_then(cpu_ticks), cpu_ticks(std::process::id())]
+/// Returns the CPU ticks of the server, nats-server, this process and its
+/// exited children.
+fn cpu_times(watched: &Watched) -> [Option<u64>; 4] {
+    let own = std::fs::read_to_string("/proc/self/stat").ok();
+    let own = own.as_deref().and_then(parse_cpu_ticks);
+    [
+        watched.server.and_then(cpu_ticks),
+        watched.nats.and_then(cpu_ticks),
+        own.map(|(process, _)| process),
+        own.map(|(_, children)| children),
+    ]
 }
 
 async fn sample_max_rss(pid: u32, mut stopped: watch::Receiver<bool>) -> Option<u64> {
@@ -161,19 +174,20 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// Returns the user and system CPU time of a process in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat)
+    parse_cpu_ticks(&stat).map(|(process, _)| process)
 }
 
-/// Parses `utime + stime`, fields 14 and 15 of `/proc/PID/stat`. The second field
-/// is the command name in parentheses, which may contain spaces, so counting
-/// starts after its closing parenthesis.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+/// Parses `utime + stime` (fields 14 and 15 of `/proc/PID/stat`) and
+/// `cutime + cstime` (fields 16 and 17, the waited-for children). The second
+/// field is the command name in parentheses, which may contain spaces, so
+/// counting starts after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace();
     // After the name come the state (field 3) and fields 4 to 13.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let mut next = |skip: usize| -> Option<u64> { fields.nth(skip)?.parse().ok() };
+    let (utime, stime, cutime, cstime) = (next(11)?, next(0)?, next(0)?, next(0)?);
+    Some((utime + stime, cutime + cstime))
 }
 
 #[cfg(test)]
@@ -182,8 +196,8 @@ mod tests {
 
     #[test]
     fn cpu_ticks_after_name_with_spaces() {
-        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 100 1000 10";
-        assert_eq!(parse_cpu_ticks(stat), Some(22));
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 3 1 20 0 1 0 100 1000 10";
+        assert_eq!(parse_cpu_ticks(stat), Some((22, 4)));
     }
 
     #[test]

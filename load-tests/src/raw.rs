@@ -3,10 +3,10 @@
 //!
 //! - `plain`: each publisher publishes a message and awaits its acknowledgement.
 //! - `write-path`: each publisher makes the same JetStream requests as one
-//!   Watchword write, without HTTPS, HSM, signing or projection: a direct get of
-//!   its subject's last message, a 60-byte message on a data-key stream
-//!   (acknowledgement awaited), then the event with a `Nats-Msg-Id` and the
-//!   expected last subject sequence (acknowledgement awaited).
+//!   Watchword write, without HTTPS, HSM, signing or projection. It direct-gets
+//!   its subject's last message and publishes a 60-byte message on a data-key
+//!   stream. Then it publishes the event with a `Nats-Msg-Id` and the expected
+//!   last subject sequence. Both publishes await their acknowledgement.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ const DATA_KEY_PREFIX: &str = "watchword-load.dk";
 /// Length of a wrapped data key: 12-byte IV, 32-byte key, 16-byte GCM tag.
 const WRAPPED_DATA_KEY_LEN: usize = 60;
 
-/// Which JetStream requests one baseline operation makes.
+/// JetStream requests that one baseline operation makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {

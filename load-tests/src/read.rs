@@ -52,7 +52,7 @@ pub struct ReadLoad {
     pub populate_writers: usize,
 }
 
-/// Where the baselines read from.
+/// Sources of the read baselines.
 #[derive(Debug, Clone)]
 pub struct Baselines {
     /// The server's read-model file, copied before the runs.

@@ -14,7 +14,7 @@ use crate::read::{self, Baselines, ReadLoad};
 use crate::replay::{self, ReplayLoad};
 use crate::write::{self, WriteLoad};
 
-/// Where the smoke run finds the stack.
+/// Addresses of the stack under test.
 #[derive(Debug)]
 pub struct SmokeTargets {
     pub nats: String,

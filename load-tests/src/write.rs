@@ -1,7 +1,7 @@
 //! The `write` and `raw-publish` scenarios.
 //!
 //! `write`: each writer owns one secret and writes new versions of it, one request
-//! at a time, so writers never conflict. A write counts when the server answers
+//! at a time, so writers never conflict. A write counts when the server returns
 //! it as committed, which is after JetStream acknowledged the event and (for up to
 //! 2 s) after the server's read model applied it. With `--nats`, the baselines of
 //! [`crate::raw`] run side by side in every run, with as many publishers as

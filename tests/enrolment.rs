@@ -149,3 +149,71 @@ async fn cli_token_feeds_agent_enrolment() {
     assert_eq!(token.trim().len(), 43, "only the token, 32 bytes in unpadded base64url: {token:?}");
     enrol(&stack, &url, token.trim(), "cli").unwrap();
 }
+
+#[tokio::test]
+async fn expired_certificate_rejected_in_handshake() {
+    let stack = Stack::start().await;
+    let certs = stack.certs();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca.key")).unwrap()).unwrap();
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(certs.join("ca.crt")).unwrap(), ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "operator");
+    params.subject_alt_names =
+        vec![rcgen::SanType::URI("spiffe://watchword.dev/operator".to_owned().try_into().unwrap())];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("expired.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("expired.key"), key.serialize_pem()).unwrap();
+
+    let expired = client_with(&stack, &dir.path().join("expired.crt"), &dir.path().join("expired.key"));
+    let error = expired.list_secrets(None).await.unwrap_err();
+    assert!(matches!(error, ClientError::Unreachable { .. }), "rejected in the handshake: {error}");
+}
+
+/// The whole flow an operator runs from the CLI: a group for an application with
+/// two secrets, a compute enrolled with a one-time token, delivery, revocation.
+#[tokio::test]
+async fn cli_enrols_agent_that_loses_access_when_revoked() {
+    let mut stack = Stack::start().await;
+    let url = stack.enable_enrolment();
+    let cli = |stack: &Stack, args: &[&str], stdin: &[u8]| {
+        let output = stack.cli("operator", args, stdin);
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let group = cli(&stack, &["group", "app", "acme", "shop", "prod", "--create", "--output", "json"], b"");
+    assert!(group.contains("group.created"), "{group}");
+    for secret in ["shop/db", "shop/api", "other/x"] {
+        cli(&stack, &["secret", "put", secret, "--stdin"], secret.as_bytes());
+    }
+    cli(&stack, &["grant", "add", "/acme/shop/prod", "shop/db"], b"");
+    cli(&stack, &["grant", "add", "/acme/shop/prod", "shop/api"], b"");
+    cli(&stack, &["client", "create", WEB], b"");
+    cli(&stack, &["group", "add-member", "/acme/shop/prod", WEB], b"");
+    let token = cli(&stack, &["client", "enrolment-token", WEB], b"");
+
+    let (cert, key) = enrol(&stack, &url, token.trim(), "flow").unwrap();
+    let secrets = stack.start_agent_with(&cert, &key, "web-7");
+    let expected: std::collections::BTreeSet<String> = ["shop%2Fapi", "shop%2Fdb"].map(String::from).into();
+    common::stack::eventually("the two granted secrets", async || (files(&secrets) == expected).then_some(())).await;
+
+    cli(&stack, &["client", "disable", WEB], b"");
+    common::stack::eventually("the files to go", async || files(&secrets).is_empty().then_some(())).await;
+}
+
+fn files(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}

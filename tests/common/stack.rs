@@ -202,6 +202,14 @@ impl Stack {
     /// Starts `watchword-agent` as `identity`; returns its secrets directory.
     pub fn start_agent(&mut self, identity: &str) -> PathBuf {
         let certs = self.certs();
+        self.start_agent_with(&certs.join(format!("{identity}.crt")), &certs.join(format!("{identity}.key")), identity)
+    }
+
+    /// Starts `watchword-agent` with the certificate and key given; `tag` names its
+    /// directory. Returns its secrets directory.
+    pub fn start_agent_with(&mut self, cert: &Path, key: &Path, tag: &str) -> PathBuf {
+        let certs = self.certs();
+        let identity = tag;
         let agent_dir = self.dir.path().join(format!("agent-{identity}"));
         std::fs::create_dir_all(&agent_dir).unwrap();
         let config = agent_dir.join("agent.toml");
@@ -211,8 +219,8 @@ impl Stack {
                 "server = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nsecrets_dir = \"secrets\"\nwatch_timeout_secs = 5\n",
                 self.server_url,
                 certs.join("ca.crt").display(),
-                certs.join(format!("{identity}.crt")).display(),
-                certs.join(format!("{identity}.key")).display(),
+                cert.display(),
+                key.display(),
             ),
         )
         .unwrap();

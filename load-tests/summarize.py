@@ -120,15 +120,20 @@ def lag_table(results):
 
 def replay_table(results):
     runs, summaries = load(results / "replay.jsonl")
-    print("| events | watchword-replay events/s | decode events/s | ratio | replay CPU s | runs |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| events | watchword-replay events/s | decode events/s | ratio | replay CPU µs/event"
+          " | decode CPU µs/event | other CPU |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for summary in summaries:
         medians = summary["median"]
         verify, decode = medians.get("watchword-replay", {}), medians.get("decode", {})
-        cell = [r for r in runs if r["events"] == summary["events"] and r["target"] == "watchword-replay"]
+        cell = [r for r in runs if r["events"] == summary["events"]]
+        verify_runs = [r for r in cell if r["target"] == "watchword-replay"]
+        decode_runs = [r for r in cell if r["target"] == "decode"]
         print(f"| {summary['events']:,} | {fmt(verify.get('per_second'))} | {fmt(decode.get('per_second'))}"
               f" | {fmt(summary['ratio_per_second'].get('watchword-replay/decode'), 3)}"
-              f" | {fmt(median([r['seconds'] for r in cell]), 1)} | {verify.get('runs', 0)} |")
+              f" | {fmt(per_op_micros(verify_runs, 'children_cpu_s'), 1)}"
+              f" | {fmt(per_op_micros(decode_runs, 'load_cpu_s'), 1)}"
+              f" | {fmt(other_share(verify_runs) * 100 if verify_runs else None)} % |")
 
 
 def memory_table(results):

@@ -31,23 +31,10 @@ pub fn event_subject(kind: AggregateType, aggregate_id: &str) -> String {
     format!("{EVENT_SUBJECT_PREFIX}.{}.{}", kind.as_str(), subject_token(aggregate_id))
 }
 
-/// Checks a secret name: 1 to 255 bytes of UTF-8 with no control character, not
-/// `.` or `..`, whose file name (see [`file_name`]) fits in 255 bytes.
-///
-/// `.` and `..` are rejected because HTTP clients resolve them as dot segments of
-/// the URL path (RFC 3986, section 5.2.4), even percent-encoded, so no client could
-/// address them.
+/// Checks a secret name: a valid name (see [`validate_entity_name`]) whose file
+/// name (see [`file_name`]) fits in 255 bytes.
 pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name == "." || name == ".." {
-        return Err(NameError::DotSegment);
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(NameError::TooLong { bytes: name.len(), max: MAX_NAME_BYTES });
-    }
-    check_characters(name)?;
+    validate_entity_name(name)?;
     let encoded = encode_file_name(name);
     if encoded.len() > MAX_FILE_NAME_BYTES {
         return Err(NameError::FileNameTooLong { bytes: encoded.len(), max: MAX_FILE_NAME_BYTES });
@@ -55,8 +42,12 @@ pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Checks the name of a client or a group: 1 to 255 bytes of UTF-8 with no control
-/// character, not `.` or `..` (which URL paths cannot carry).
+/// Checks a name of a secret, client or group: 1 to 255 bytes of UTF-8 with no
+/// control or invisible format character, not `.` or `..`.
+///
+/// `.` and `..` are rejected because HTTP clients resolve them as dot segments of
+/// the URL path (RFC 3986, section 5.2.4), even percent-encoded, so no client could
+/// address them.
 pub fn validate_entity_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);

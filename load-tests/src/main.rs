@@ -56,7 +56,7 @@ struct ReadModelArgs {
     /// The server's read-model file; the baselines read a copy of it.
     #[arg(long, env = "WATCHWORD_READ_MODEL")]
     read_model: Option<PathBuf>,
-    /// Page cache of the copy in MiB; the server's default is 64.
+    /// Page cache of the copy in MiB (the server's default is 64).
     #[arg(long, default_value_t = 64)]
     cache_mib: usize,
     /// Threads that read the copy.
@@ -69,17 +69,17 @@ struct ReadModelArgs {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// HSM root public key in hex (`watchword hsm root-key`); without it only the decode baseline runs.
+    /// HSM root public key in hex (`watchword hsm root-key`). Without it, only the decode baseline runs.
     #[arg(long, env = "WATCHWORD_ROOT_KEY")]
     root_key: Option<String>,
-    /// The `watchword-replay` binary; by default the one next to this program.
+    /// The `watchword-replay` binary. By default, the one next to this program.
     #[arg(long)]
     replay_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Writers commit new versions of their own secrets; with --nats, the raw
+    /// Writers commit new versions of their own secrets. With --nats, the raw
     /// JetStream baselines run side by side.
     Write {
         #[command(flatten)]
@@ -95,7 +95,7 @@ enum Scenario {
         size: usize,
         #[arg(long, default_value_t = 1)]
         runs: usize,
-        /// nats-server of the Watchword server; when set, the baselines run too.
+        /// nats-server of the Watchword server. When set, the baselines run too.
         #[arg(long, env = "WATCHWORD_LOAD_NATS")]
         nats: Option<String>,
         /// Name of Watchword's event stream.
@@ -121,7 +121,7 @@ enum Scenario {
         #[arg(long, value_enum, default_value = "plain")]
         protocol: raw::Protocol,
     },
-    /// Readers read secrets written beforehand; with --read-model (and --nats),
+    /// Readers read secrets written beforehand. With --read-model (and --nats),
     /// the read-model baselines run side by side.
     Read {
         #[command(flatten)]
@@ -171,7 +171,7 @@ enum Scenario {
         /// Number of distinct secrets written, round robin.
         #[arg(long, default_value_t = 4096)]
         names: usize,
-        /// Maximum of writes in flight; a write due while this many are pending waits.
+        /// Maximum number of writes in flight. A write that is due while this many are pending waits.
         #[arg(long, default_value_t = 1024)]
         max_in_flight: usize,
         /// Pause between two status polls in milliseconds.
@@ -190,7 +190,7 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// Every scenario once with tiny counts; finishes in seconds.
+    /// Every scenario once with tiny counts, in a few seconds.
     Smoke {
         #[command(flatten)]
         server: ServerArgs,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Throughput and latency of one run; latencies in milliseconds.
+/// Throughput and latency of one run, with latencies in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub operations: u64,

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 /// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`).
 ///
-/// NOTE: assumed rather than read with `sysconf(_SC_CLK_TCK)`, which needs
-/// `libc`; it is 100 on Linux for x86-64 and arm64.
+/// NOTE: assumed, not read with `sysconf(_SC_CLK_TCK)`, which needs `libc`. It
+/// is 100 on Linux for x86-64 and arm64.
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// How often a monitor samples the resident set size during a run.

@@ -46,8 +46,8 @@ pub struct ReadLoad {
     pub secrets: usize,
     pub size: usize,
     pub runs: usize,
-    /// Write the secrets first; off to reuse those of an earlier run with the same
-    /// `secrets` and `size`.
+    /// Whether the run writes the secrets first. Off reuses those of an earlier
+    /// run with the same `secrets` and `size`.
     pub populate: bool,
     pub populate_writers: usize,
 }
@@ -138,7 +138,11 @@ async fn populate(clients: &Clients, names: &Arc<Vec<String>>, load: &ReadLoad) 
     .context("writing the secrets to read failed")?;
 
     let last = last_sequence.load(Ordering::Relaxed);
-    clients.for_worker(0).get_secret(&names[0], Some(last)).await.context("waiting for the projection")?;
+    clients
+        .for_worker(0)
+        .get_secret(&names[0], Some(last))
+        .await
+        .context("the read model did not reach the last written sequence")?;
     eprintln!("wrote {} secrets of {} bytes in {:.1} s", names.len(), load.size, started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! Who may do what: the one authorization function every path calls.
+//! Authorization: the configuration's allow-list, and the roles of operators.
 //!
-//! For now an allow-list in the server's configuration: operators may read and write
-//! every secret, and each reader may read the secrets its patterns match. A pattern
-//! is an exact secret name, or a prefix followed by `*` (`*` alone matches every name).
+//! The allow-list makes the listed operators administrators and lets each listed
+//! reader read the secrets its patterns match, besides what its groups' grants give.
+//! A pattern is an exact secret name, or a prefix followed by `*` (`*` alone matches
+//! every name). [`Role`] and [`permits`] decide the management routes.
 
 use std::collections::BTreeMap;
 

@@ -109,9 +109,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Fails every change while this node's projection has stopped: the change would
-/// be committed to the stream but never visible here, and a client told "done"
-/// would wrongly believe that a revocation or rotation took effect.
+/// Rejects every change while this node's projection has stopped. The change would
+/// be committed to the stream but never visible here, so a client that received
+/// success would wrongly believe that a revocation or rotation took effect.
 async fn refuse_writes_when_stopped(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -327,7 +327,7 @@ fn write_context(client: &ClientIdentity, headers: &HeaderMap) -> Result<WriteCo
 }
 
 /// Waits until this node's read model reflects a write, so a client that writes and
-/// reads back sees its own write. The write is committed either way: past the bound
+/// reads back gets its own write. The write is committed either way: past the bound
 /// the response still reports success, and `min_sequence` gives the same guarantee
 /// on other nodes.
 async fn wait_for_projection(state: &AppState, committed: &Committed) {
@@ -402,8 +402,8 @@ pub struct VersionList {
     pub versions: Vec<VersionSummary>,
 }
 
-/// Lists a secret's versions (metadata only) to whoever may read the secret, and
-/// to administrators and auditors.
+/// Lists a secret's versions (metadata only) to clients that may read the secret,
+/// and to administrators and auditors.
 async fn list_versions(
     State(state): State<AppState>,
     Extension(client): Extension<ClientIdentity>,
@@ -512,7 +512,7 @@ async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<S
 
 /// Returns, for each name, whether the client may read that secret: the one read
 /// rule of the read, list and watch paths. A client may read a secret that the
-/// configuration's allow-list grants it, or that a group it belongs to holds a
+/// configuration's allow-list grants it, or that a group it belongs to has a
 /// grant on while the client is enabled.
 async fn may_read(state: &AppState, client: &ClientIdentity, names: &[String]) -> Result<Vec<bool>, ApiError> {
     if state.roles(client).await?.contains(&crate::access::Role::Admin) {

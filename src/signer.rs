@@ -3,7 +3,7 @@
 //! SoftHSM signs only a few thousand Ed25519 signatures per second per session, so
 //! events are signed in process. Each server start generates a fresh key that lives
 //! only in memory and publishes a `signing_key.certified` event signed by the HSM
-//! root key; a verifier needs only the root public key.
+//! root key, so a verifier needs only the root public key.
 
 use ed25519_dalek::SigningKey;
 use uuid::Uuid;

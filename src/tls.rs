@@ -147,7 +147,7 @@ pub struct ClientIdentity {
     /// The certificate's first URI SAN (such as `spiffe://watchword.dev/agent-1`),
     /// or its subject CN if it has no URI SAN.
     pub name: String,
-    /// How the client authenticated: `mtls` or `token`; recorded on its events.
+    /// Authentication method, `mtls` or `token`, recorded on the client's events.
     pub authentication: &'static str,
 }
 
@@ -189,7 +189,7 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<Se
     Ok(Arc::new(config))
 }
 
-/// Builds a server configuration that presents `cert` with `key` and asks no
+/// Builds a server configuration that presents `cert` with `key` and requests no
 /// client certificate, for [`serve_anonymous`].
 pub fn server_config_without_client_auth(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -45,7 +45,7 @@ pub enum Precondition {
     Absent,
 }
 
-/// Who writes, why, and under which conditions; common to every command.
+/// Actor, correlation id, precondition and idempotency key of a write, common to every command.
 #[derive(Debug, Clone)]
 pub struct WriteContext {
     pub precondition: Precondition,
@@ -126,8 +126,8 @@ pub struct Head {
     pub event: Event,
 }
 
-/// What a command decided to append: the event kind, its body, and the key of a
-/// wrapped data key stored for it, to erase if the event is not stored.
+/// Event a command decided to append: its kind, its body, and the store key of a
+/// wrapped data key written for it, which is erased if the event is not stored.
 #[derive(Debug)]
 pub struct Draft {
     pub kind: &'static str,

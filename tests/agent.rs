@@ -123,8 +123,8 @@ async fn server_stops_promptly_during_long_poll() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let took = stack.terminate_server();
-    // The long-poll would hold for 60 s and the shutdown grace is 20 s; ending the
-    // poll at shutdown lets the server exit well before either.
+    // The long-poll would last 60 s and the shutdown grace is 20 s. Ending the poll
+    // at shutdown lets the server exit well before either.
     assert!(took < std::time::Duration::from_secs(10), "the server took {took:?} to stop:\n{}", stack.server_log());
     assert!(poll.await.unwrap().is_ok(), "the long-poll got an answer");
 }

@@ -72,7 +72,8 @@ async fn every_role_against_every_route() {
     operator.set_roles(&id("owner"), &["owner:team"]).await.unwrap();
     operator.set_roles(&id("automation"), &["automation:team"]).await.unwrap();
 
-    // Columns: operator (admin), auditor, owner:team, automation:team, nobody.
+    // Columns: operator (admin), auditor, owner:team, automation:team, and the
+    // `nobody` certificate, which has no role.
     let expected: [(&str, [Outcome; 5]); 13] = [
         ("put secret", [A, D, D, D, D]),
         ("get secret", [A, H, H, H, H]),

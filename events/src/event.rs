@@ -90,12 +90,12 @@ impl Aggregate {
     }
 }
 
-/// Who caused an event and how they proved it.
+/// Principal that caused an event, and its authentication method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     /// The authenticated principal: a certificate identity, an operator, or the server itself.
     pub principal: String,
-    /// How the principal authenticated, such as `mtls` or `hsm`.
+    /// Authentication method of the principal, such as `mtls` or `hsm`.
     pub authentication: String,
 }
 

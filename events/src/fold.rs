@@ -31,7 +31,7 @@ pub struct AggregateHead {
     pub last_sequence: u64,
 }
 
-/// A secret as the read model holds it.
+/// A secret as the read model stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretState {
     pub name: String,
@@ -130,7 +130,7 @@ pub trait StateStore: StateView {
     fn write(&mut self, change: Change) -> Result<(), ViewError>;
 }
 
-/// One change the fold asks the state to make.
+/// One change the fold returns for the state to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Head { aggregate: Aggregate, head: AggregateHead },
@@ -148,8 +148,8 @@ pub enum Change {
 /// Computes the changes that apply `recorded` to the state in `view`.
 ///
 /// Rejects an event whose aggregate version is not the current one plus one, or
-/// whose previous hash is not the hash of the aggregate's last event, and stops on
-/// an event kind it does not know: a reader never skips what it cannot read.
+/// whose previous hash is not the hash of the aggregate's last event. It also stops
+/// on an event kind it does not know, because a reader never skips what it cannot read.
 pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
     let event = &recorded.event;
     check_chain(view, event)?;
@@ -439,7 +439,7 @@ fn describe(enabled: Option<bool>) -> &'static str {
 }
 
 /// Returns whether `client` may read `secret`: the client exists and is enabled, the
-/// secret exists, and one of the client's groups holds a grant on the secret. Every
+/// secret exists, and one of the client's groups has a grant on the secret. Every
 /// read path calls this.
 pub fn may_read<V: StateView + ?Sized>(view: &V, client: &str, secret: &str) -> Result<bool, ViewError> {
     let Some(state) = view.client(client)? else {

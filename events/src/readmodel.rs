@@ -117,7 +117,7 @@ impl ReadModel {
         Ok(table.get(LAST_APPLIED).map_err(view_error)?.map_or(0, |v| v.value()))
     }
 
-    /// Returns a secret with the sequence the answer reflects.
+    /// Returns a secret with the stream sequence the read model reflects.
     pub fn secret(&self, name: &str) -> Result<(Option<SecretState>, u64), ViewError> {
         let txn = self.db.begin_read().map_err(view_error)?;
         let secrets = txn.open_table(SECRETS).map_err(view_error)?;
@@ -127,22 +127,22 @@ impl ReadModel {
         Ok((state, sequence))
     }
 
-    /// Returns every secret, ordered by name, with the sequence the answer reflects.
+    /// Returns every secret, ordered by name, with the stream sequence the read model reflects.
     pub fn secrets(&self) -> Result<(Vec<SecretState>, u64), ViewError> {
         self.all(SECRETS)
     }
 
-    /// Returns every client, ordered by name, with the sequence the answer reflects.
+    /// Returns every client, ordered by name, with the stream sequence the read model reflects.
     pub fn clients(&self) -> Result<(Vec<ClientState>, u64), ViewError> {
         self.all(CLIENTS)
     }
 
-    /// Returns every operator, ordered by identity, with the sequence the answer reflects.
+    /// Returns every operator, ordered by identity, with the stream sequence the read model reflects.
     pub fn operators(&self) -> Result<(Vec<OperatorState>, u64), ViewError> {
         self.all(OPERATORS)
     }
 
-    /// Returns every group, ordered by name, with the sequence the answer reflects.
+    /// Returns every group, ordered by name, with the stream sequence the read model reflects.
     pub fn groups(&self) -> Result<(Vec<GroupState>, u64), ViewError> {
         self.all(GROUPS)
     }
@@ -250,7 +250,7 @@ struct RedbState<'txn> {
     secret_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
 }
 
-/// The state as one redb read transaction sees it.
+/// The state as of one redb read transaction.
 struct RedbReadState {
     heads: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     secrets: ReadOnlyTable<&'static str, &'static [u8]>,

@@ -18,10 +18,10 @@ use crate::client::{ApiClient, ClientError, SecretList, SecretSummary};
 use crate::config::{AgentConfig, parse_mode};
 use files::SecretDir;
 
-/// Longest pause between retries while the server is unreachable.
+/// Maximum pause between retries while the server is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What the agent has written: secret name to revision.
+/// Revisions the agent has written, by secret name.
 type Held = BTreeMap<String, u64>;
 
 /// Runs the agent until SIGINT or SIGTERM.

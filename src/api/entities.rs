@@ -79,7 +79,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/groups/{name}/grants/{secret}", put(add_grant).delete(remove_grant))
 }
 
-/// Rejects a client that holds no role that reads the directory.
+/// Rejects a client without a role that reads the directory.
 pub(super) async fn require_directory(state: &AppState, client: &ClientIdentity) -> Result<(), ApiError> {
     state.require(client, Permission::ReadDirectory).await.map(|_| ())
 }

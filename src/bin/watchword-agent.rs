@@ -32,10 +32,10 @@ enum Command {
         /// File holding the enrolment token (the token is never taken from the command line).
         #[arg(long, env = "WATCHWORD_ENROLMENT_TOKEN_FILE")]
         token_file: PathBuf,
-        /// Where to write the certificate (PEM).
+        /// Output file of the certificate (PEM).
         #[arg(long)]
         cert: PathBuf,
-        /// Where to write the private key (PEM, mode 0600).
+        /// Output file of the private key (PEM, mode 0600).
         #[arg(long)]
         key: PathBuf,
     },

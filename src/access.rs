@@ -91,9 +91,10 @@ pub enum Role {
     Admin,
     /// Reads metadata of every secret, client, group and operator; never content.
     Auditor,
-    /// Manages the clients and groups that the group owns, and the members of its groups.
+    /// Manages the clients, groups and secrets that the group owns, and the members
+    /// of its groups.
     Owner(String),
-    /// Like an owner, for deployment systems, but never deletes groups.
+    /// Like an owner, for deployment systems, but never deletes groups nor destroys secrets.
     Automation(String),
 }
 
@@ -146,6 +147,12 @@ pub enum Permission<'a> {
     ManageGroup { owner: Option<&'a str> },
     /// Deleting a group.
     DeleteGroup { owner: Option<&'a str> },
+    /// Writing a secret's content or metadata, rolling it back, deleting or restoring
+    /// it, granting it to groups, and reading its earlier versions; `owner` is the
+    /// secret's owner group (requested, for a new one).
+    ManageSecret { owner: Option<&'a str> },
+    /// Destroying a secret or one of its versions, which cannot be undone.
+    DestroySecret { owner: Option<&'a str> },
 }
 
 /// Returns whether a principal with `roles` has `permission`.
@@ -165,8 +172,10 @@ pub fn permits(roles: &[Role], permission: Permission<'_>) -> bool {
     match permission {
         Permission::Administer => false,
         Permission::ReadDirectory => roles.iter().any(|r| r == &Role::Auditor || r.scope().is_some()),
-        Permission::ManageClient { owner } | Permission::ManageGroup { owner } => in_scope(owner, true),
-        Permission::DeleteGroup { owner } => in_scope(owner, false),
+        Permission::ManageClient { owner } | Permission::ManageGroup { owner } | Permission::ManageSecret { owner } => {
+            in_scope(owner, true)
+        }
+        Permission::DeleteGroup { owner } | Permission::DestroySecret { owner } => in_scope(owner, false),
     }
 }
 
@@ -198,6 +207,18 @@ mod role_tests {
         let roles = [Role::Automation("web".to_owned())];
         assert!(permits(&roles, Permission::ManageGroup { owner: Some("web") }));
         assert!(!permits(&roles, Permission::DeleteGroup { owner: Some("web") }));
+    }
+
+    #[test]
+    fn secret_owners_manage_and_destroy_only_their_secrets() {
+        let owner = [Role::Owner("web".to_owned())];
+        let automation = [Role::Automation("web".to_owned())];
+        assert!(permits(&owner, Permission::ManageSecret { owner: Some("web") }));
+        assert!(permits(&owner, Permission::DestroySecret { owner: Some("web") }));
+        assert!(!permits(&owner, Permission::ManageSecret { owner: Some("db") }));
+        assert!(!permits(&owner, Permission::ManageSecret { owner: None }));
+        assert!(permits(&automation, Permission::ManageSecret { owner: Some("web") }));
+        assert!(!permits(&automation, Permission::DestroySecret { owner: Some("web") }));
     }
 
     #[test]

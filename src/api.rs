@@ -6,33 +6,30 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use watchword_events::Actor;
-use watchword_events::fold::SecretState;
-use zeroize::Zeroizing;
 
-use crate::access::{AccessConfig, Action};
-use crate::config::parse_mode;
-use crate::reader::{MAX_SEQUENCE_WAIT, ReadError, Reader};
+use crate::access::AccessConfig;
+use crate::reader::{ReadError, Reader};
 use crate::tls::ClientIdentity;
-use crate::writer::{
-    Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, WriteError, WriteSecret, Writer, content_version,
-};
+use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, WriteError, Writer};
 
 pub mod enrolment;
 pub mod entities;
 pub mod operators;
+pub mod secrets;
 pub mod tokens;
 
-/// Maximum wait of one watch request.
-const MAX_WATCH: Duration = Duration::from_secs(60);
+pub use secrets::{
+    ExpiringList, JsonWrite, RollbackRequest, SecretDescription, SecretList, SecretSummary, VersionList,
+    VersionSummary, WriteResponse,
+};
 
 /// Maximum time a write waits for this node's read model to reflect it.
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
@@ -44,6 +41,7 @@ pub struct AppState {
     pub access: std::sync::Arc<AccessConfig>,
     pub reader: Reader,
     pub writer: Writer,
+    pub secrets: crate::secrets::Secrets,
     /// The CA that issues client certificates, when enrolment is on.
     pub ca: Option<std::sync::Arc<crate::ca::ClientCa>>,
     /// The HSM root public key, which verifies operator tokens.
@@ -93,11 +91,7 @@ impl AppState {
 /// Builds the router of the `/v1/` API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/secrets", get(list_secrets))
-        .route("/v1/secrets/{name}", get(get_secret).put(put_secret))
-        .route("/v1/secrets/{name}/versions", get(list_versions))
-        .route("/v1/secrets/{name}/versions/{version}", get(get_version))
-        .route("/v1/watch", get(watch))
+        .merge(secrets::routes())
         .route("/v1/status", get(status))
         .merge(entities::routes())
         .merge(enrolment::routes())
@@ -188,6 +182,9 @@ impl From<WriteError> for ApiError {
             WriteError::IdempotencyKeyReused { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
             }
+            WriteError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            WriteError::FileNameTaken { .. } => ApiError::new(StatusCode::CONFLICT, "file_name_taken", message),
+            WriteError::Read(error) => ApiError::from(error),
             WriteError::Contended(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", message),
             WriteError::Hsm(_) | WriteError::Stream(_) => unavailable(message),
             WriteError::CorruptHead { .. } => internal(message),
@@ -222,98 +219,12 @@ fn internal(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
-/// Query of `PUT /v1/secrets/{name}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutQuery {
-    /// File mode agents give the secret, in octal such as `0440`.
-    mode: Option<String>,
-}
-
-/// Query of reads: the minimum stream sequence the read model must reflect.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    min_sequence: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WatchQuery {
-    #[serde(default)]
-    after: u64,
-    timeout_secs: Option<u64>,
-}
-
-/// A written version, as returned by `PUT`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WriteResponse {
-    pub name: String,
-    pub version: u64,
-    pub revision: u64,
-    pub sequence: u64,
-    pub replayed: bool,
-}
-
-/// A secret's metadata, never its content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretSummary {
-    pub name: String,
-    pub version: u64,
-    pub revision: u64,
-    pub size: u64,
-    /// Octal file mode, or `None` for the agent's default.
-    pub mode: Option<String>,
-    pub updated_at: String,
-    pub updated_by: String,
-    pub sequence: u64,
-}
-
-/// A list of secrets and the stream sequence it reflects.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SecretList {
-    pub sequence: u64,
-    pub secrets: Vec<SecretSummary>,
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub region: String,
     pub applied_sequence: u64,
     pub projection: String,
     pub version: String,
-}
-
-async fn put_secret(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Path(name): Path<String>,
-    Query(query): Query<PutQuery>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
-    state.require(&client, crate::access::Permission::Administer).await?;
-    // A body above the limit is cut off before this handler reads it all.
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "content_too_large",
-            format!("content is above the maximum of {MAX_CONTENT_BYTES} bytes"),
-        ),
-        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
-    })?;
-    let request = WriteSecret {
-        mode: query.mode.as_deref().map(parse_mode).transpose().map_err(ApiError::bad_request)?,
-        context: write_context(&client, &headers)?,
-        content: Zeroizing::new(body.to_vec()),
-        name,
-    };
-
-    let committed = state.writer.write_secret(&request).await?;
-    wait_for_projection(&state, &committed).await;
-    let version = content_version(&committed.event).map_err(|e| internal(e.to_string()))?;
-    tracing::info!(client.id = %client.name, secret.name = %request.name, secret.version = version, event.seq = committed.sequence, replayed = committed.replayed, "secret written");
-    Ok(write_response(&request.name, version, committed))
 }
 
 /// Builds the context of a write from the caller and the request headers.
@@ -336,153 +247,6 @@ async fn wait_for_projection(state: &AppState, committed: &Committed) {
     }
 }
 
-fn write_response(name: &str, version: u64, committed: Committed) -> Response {
-    let status = if committed.revision() == 1 && !committed.replayed { StatusCode::CREATED } else { StatusCode::OK };
-    let etag = etag(committed.revision());
-    let body = WriteResponse {
-        name: name.to_owned(),
-        version,
-        revision: committed.revision(),
-        sequence: committed.sequence,
-        replayed: committed.replayed,
-    };
-    (status, [(header::ETAG, etag)], Json(body)).into_response()
-}
-
-async fn get_secret(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Path(name): Path<String>,
-    Query(query): Query<ReadQuery>,
-) -> Result<Response, ApiError> {
-    if let Some(sequence) = query.min_sequence {
-        state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
-    }
-    if !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
-        tracing::info!(client.id = %client.name, secret.name = %name, "read denied");
-        return Err(ApiError::not_found(&name));
-    }
-    let (secret, sequence) = state.reader.metadata(&name).await?;
-    let secret = secret.ok_or_else(|| ApiError::not_found(&name))?;
-
-    let content = state.reader.content(&secret).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::ETAG, etag(secret.revision));
-    headers.insert("watchword-version", secret.current.version.into());
-    headers.insert("watchword-revision", secret.revision.into());
-    headers.insert("watchword-sequence", sequence.into());
-    if let Some(mode) = secret.current.mode {
-        headers.insert(
-            "watchword-mode",
-            HeaderValue::from_str(&format!("{mode:04o}")).expect("octal digits are a valid header"),
-        );
-    }
-    // NOTE: the response body leaves this buffer for hyper's, which is not zeroized.
-    Ok((headers, content.to_vec()).into_response())
-}
-
-/// One version of a secret, as `GET /v1/secrets/{name}/versions` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VersionSummary {
-    pub version: u64,
-    pub revision: u64,
-    pub size: u64,
-    pub mode: Option<String>,
-    pub created_at: String,
-    pub created_by: String,
-}
-
-/// The versions of a secret, oldest first.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VersionList {
-    pub name: String,
-    pub sequence: u64,
-    pub versions: Vec<VersionSummary>,
-}
-
-/// Lists a secret's versions (metadata only) to clients that may read the secret,
-/// and to administrators and auditors.
-async fn list_versions(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Path(name): Path<String>,
-) -> Result<Json<VersionList>, ApiError> {
-    let roles = state.roles(&client).await?;
-    let privileged = roles.iter().any(|r| matches!(r, crate::access::Role::Admin | crate::access::Role::Auditor));
-    if !privileged && !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
-        return Err(ApiError::not_found(&name));
-    }
-    let (versions, sequence) = state.reader.versions(&name).await?;
-    if versions.is_empty() {
-        return Err(ApiError::not_found(&name));
-    }
-    let versions = versions
-        .iter()
-        .map(|v| VersionSummary {
-            version: v.version,
-            revision: v.revision,
-            size: v.size,
-            mode: v.mode.map(|m| format!("{m:04o}")),
-            created_at: format_micros(v.created_at_micros),
-            created_by: v.created_by.clone(),
-        })
-        .collect();
-    Ok(Json(VersionList { name, sequence, versions }))
-}
-
-/// Returns the content of one version; administrators only, because an earlier
-/// version may hold a credential that was rotated away on purpose.
-async fn get_version(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Path((name, version)): Path<(String, u64)>,
-) -> Result<Response, ApiError> {
-    if !state.roles(&client).await?.contains(&crate::access::Role::Admin) {
-        tracing::info!(client.id = %client.name, secret.name = %name, secret.version = version, "version read denied");
-        return Err(ApiError::not_found(&name));
-    }
-    let (versions, sequence) = state.reader.versions(&name).await?;
-    let found = versions.iter().find(|v| v.version == version).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("secret {name:?} has no version {version}"))
-    })?;
-    let content = state.reader.version_content(&name, found).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("watchword-version", found.version.into());
-    headers.insert("watchword-revision", found.revision.into());
-    headers.insert("watchword-sequence", sequence.into());
-    Ok((headers, content.to_vec()).into_response())
-}
-
-async fn list_secrets(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Query(query): Query<ReadQuery>,
-) -> Result<Json<SecretList>, ApiError> {
-    if let Some(sequence) = query.min_sequence {
-        state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
-    }
-    Ok(Json(readable_secrets(&state, &client).await?))
-}
-
-/// Long-polls until the read model moves past `after`, then lists what the caller may read.
-async fn watch(
-    State(state): State<AppState>,
-    Extension(client): Extension<ClientIdentity>,
-    Query(query): Query<WatchQuery>,
-) -> Result<Json<SecretList>, ApiError> {
-    let limit = Duration::from_secs(query.timeout_secs.unwrap_or(30)).min(MAX_WATCH);
-    let mut stopping = state.stopping.clone();
-    tokio::select! {
-        _ = state.reader.wait_past(query.after, limit) => {}
-        _ = stopping.wait_for(|stopping| *stopping) => {}
-    }
-    Ok(Json(readable_secrets(&state, &client).await?))
-}
-
 async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     let progress = state.reader.progress();
     let projection = match &progress {
@@ -497,48 +261,6 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     })
 }
 
-async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<SecretList, ApiError> {
-    let (secrets, sequence) = state.reader.list().await?;
-    let roles = state.roles(client).await?;
-    if roles.iter().any(|r| matches!(r, crate::access::Role::Admin | crate::access::Role::Auditor)) {
-        // Administrators and auditors see the metadata of every secret.
-        return Ok(SecretList { sequence, secrets: secrets.iter().map(summary).collect() });
-    }
-    let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
-    let allowed = may_read(state, client, &names).await?;
-    let secrets = secrets.iter().zip(allowed).filter(|(_, allowed)| *allowed).map(|(s, _)| summary(s)).collect();
-    Ok(SecretList { sequence, secrets })
-}
-
-/// Returns, for each name, whether the client may read that secret: the one read
-/// rule of the read, list and watch paths. A client may read a secret that the
-/// configuration's allow-list grants it, or that a group it belongs to has a
-/// grant on while the client is enabled.
-async fn may_read(state: &AppState, client: &ClientIdentity, names: &[String]) -> Result<Vec<bool>, ApiError> {
-    if state.roles(client).await?.contains(&crate::access::Role::Admin) {
-        return Ok(vec![true; names.len()]);
-    }
-    let granted = state.reader.granted(&client.name, names.to_vec()).await?;
-    Ok(names
-        .iter()
-        .zip(granted)
-        .map(|(name, granted)| granted || state.access.allows(&client.name, Action::Read, name))
-        .collect())
-}
-
-fn summary(state: &SecretState) -> SecretSummary {
-    SecretSummary {
-        name: state.name.clone(),
-        version: state.current.version,
-        revision: state.revision,
-        size: state.current.size,
-        mode: state.current.mode.map(|m| format!("{m:04o}")),
-        updated_at: format_micros(state.current.created_at_micros),
-        updated_by: state.current.created_by.clone(),
-        sequence: state.sequence,
-    }
-}
-
 /// Formats microseconds since the Unix epoch as RFC 3339.
 pub fn format_micros(micros: i64) -> String {
     let nanos = i128::from(micros) * 1_000;
@@ -546,10 +268,6 @@ pub fn format_micros(micros: i64) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| micros.to_string())
-}
-
-fn etag(revision: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits and quotes are a valid header")
 }
 
 /// Reads `If-Match` (a revision) or `If-None-Match: *` (must not exist).

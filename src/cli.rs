@@ -7,23 +7,24 @@
 //! | 0 | success |
 //! | 1 | any other failure |
 //! | 2 | invalid command line |
-//! | 3 | secret not found (or not readable by this client) |
-//! | 4 | conflict: a precondition (`--if-revision`, `--if-absent`) did not hold |
+//! | 3 | secret not found (or not readable by this client), or its current version destroyed or expired |
+//! | 4 | conflict: a precondition (`--if-revision`, `--if-absent`) did not hold, the command does not apply to the secret's state, or the file name is taken |
 //! | 5 | server unreachable or unavailable |
 //! | 6 | denied |
 //! | 69 | `serve`: a dependency (HSM, NATS, read model) is unavailable at start-up |
 //! | 78 | `serve`: invalid configuration |
 
-use std::io::{Read, Write};
+mod secret;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 
-use crate::client::{ApiClient, ClientError, ClientSummary, CommandResponse, CreateRequest, GroupSummary, PutOptions};
+use crate::client::{ApiClient, ClientError, ClientSummary, CommandResponse, CreateRequest, GroupSummary};
 use crate::config::{self, CONFIG_ENV, ClientConfig, ServerConfig};
 use reqwest::Method;
 
@@ -54,9 +55,9 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
-    /// Write, read and list secrets.
+    /// Write, read, list and manage the lifecycle of secrets.
     #[command(subcommand)]
-    Secret(SecretCommand),
+    Secret(secret::SecretCommand),
     /// Register, disable, enable and delete clients.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -83,57 +84,6 @@ enum Command {
 enum HsmCommand {
     /// Print the root public key (hex), the trust anchor auditors verify events with.
     RootKey,
-}
-
-#[derive(Debug, Subcommand)]
-enum SecretCommand {
-    /// Write a new version of a secret.
-    Put(PutArgs),
-    /// Print a secret's current content.
-    Get {
-        name: String,
-        /// Write the content to this file (mode 0600) instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Wait until the server reflects this stream sequence (read-your-writes).
-        #[arg(long, conflicts_with = "version")]
-        min_sequence: Option<u64>,
-        /// Read this earlier version instead of the current one (administrators only).
-        #[arg(long)]
-        version: Option<u64>,
-    },
-    /// List the versions of a secret: who wrote each and when (metadata only).
-    Versions { name: String },
-    /// List the secrets this client may read (metadata only).
-    List {
-        /// Wait until the server reflects this stream sequence (read-your-writes).
-        #[arg(long)]
-        min_sequence: Option<u64>,
-    },
-}
-
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "stdin"])))]
-struct PutArgs {
-    name: String,
-    /// Read the content from this file.
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// Read the content from standard input.
-    #[arg(long)]
-    stdin: bool,
-    /// File mode agents give the secret, in octal (default: the agent's, 0400).
-    #[arg(long)]
-    mode: Option<String>,
-    /// Write only if the secret's current revision is this one.
-    #[arg(long, conflicts_with = "if_absent")]
-    if_revision: Option<u64>,
-    /// Write only if the secret does not exist yet.
-    #[arg(long)]
-    if_absent: bool,
-    /// Key that makes a retried write apply once (1 to 255 visible ASCII characters).
-    #[arg(long)]
-    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +205,7 @@ enum CaCommand {
 }
 
 /// A failure with the exit status it maps to.
+#[derive(Debug)]
 struct Failure {
     status: u8,
     message: String,
@@ -265,8 +216,9 @@ impl From<ClientError> for Failure {
         let status = match &error {
             ClientError::InvalidName(_) => 2,
             ClientError::Api { status: 400, .. } => 2,
-            ClientError::Api { code, .. } if code == "not_found" => 3,
-            ClientError::Api { code, .. } if code == "conflict" => 4,
+            ClientError::Api { code, .. } if ["not_found", "destroyed", "expired"].contains(&code.as_str()) => 3,
+            ClientError::Api { code, .. } if ["conflict", "file_name_taken"].contains(&code.as_str()) => 4,
+            ClientError::Api { status: 413, .. } => 2,
             ClientError::Api { code, .. } if code == "forbidden" => 6,
             ClientError::Api { status: 503, .. } | ClientError::Unreachable { .. } => 5,
             _ => 1,
@@ -312,7 +264,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure { status: e.exit_code(), message: e.to_string() })
         }
-        Command::Secret(command) => run_secret(&client(&cli.config)?, cli.output, command).await,
+        Command::Secret(command) => secret::run(&client(&cli.config)?, cli.output, command).await,
         Command::Client(command) => run_client(&client(&cli.config)?, cli.output, command).await,
         Command::Group(command) => run_group(&client(&cli.config)?, cli.output, command).await,
         Command::Operator(OperatorCommand::SetRoles { identity, roles }) => {
@@ -404,87 +356,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
-}
-
-async fn run_secret(client: &ApiClient, output: Output, command: SecretCommand) -> Result<(), Failure> {
-    match command {
-        SecretCommand::Put(args) => {
-            let content = read_content(&args)?;
-            let options = PutOptions {
-                mode: args.mode,
-                if_revision: args.if_revision,
-                if_absent: args.if_absent,
-                idempotency_key: args.idempotency_key,
-            };
-            let written = client.put_secret(&args.name, content, &options).await?;
-            if written.replayed {
-                eprintln!(
-                    "note: idempotency key already used: this is the first request's outcome, and this request's \
-                     content was not written; use a new key for a new write"
-                );
-            }
-            print_rows(
-                output,
-                &written,
-                &["NAME", "VERSION", "REVISION", "SEQUENCE"],
-                &[vec![
-                    written.name.clone(),
-                    written.version.to_string(),
-                    written.revision.to_string(),
-                    written.sequence.to_string(),
-                ]],
-            );
-        }
-        SecretCommand::Versions { name } => {
-            let list = client.list_versions(&name).await?;
-            let rows: Vec<Vec<String>> = list
-                .versions
-                .iter()
-                .map(|v| vec![v.version.to_string(), v.size.to_string(), v.created_at.clone(), v.created_by.clone()])
-                .collect();
-            print_rows(output, &list, &["VERSION", "SIZE", "CREATED", "BY"], &rows);
-        }
-        SecretCommand::Get { name, out, min_sequence, version } => {
-            let secret = match version {
-                Some(version) => client.get_version(&name, version).await?,
-                None => client.get_secret(&name, min_sequence).await?,
-            };
-            match (out, output) {
-                (Some(path), _) => write_private(&path, &secret.content)?,
-                (None, Output::Json) => {
-                    let json = serde_json::json!({
-                        "name": name,
-                        "version": secret.version,
-                        "revision": secret.revision,
-                        "sequence": secret.sequence,
-                        "mode": secret.mode.map(|m| format!("{m:04o}")),
-                        "content_base64": base64::engine::general_purpose::STANDARD.encode(&*secret.content),
-                    });
-                    print_line(&json.to_string());
-                }
-                (None, Output::Table) => print_out(&secret.content)?,
-            }
-        }
-        SecretCommand::List { min_sequence } => {
-            let list = client.list_secrets(min_sequence).await?;
-            let rows: Vec<Vec<String>> = list
-                .secrets
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        s.version.to_string(),
-                        s.revision.to_string(),
-                        s.size.to_string(),
-                        s.updated_at.clone(),
-                        s.updated_by.clone(),
-                    ]
-                })
-                .collect();
-            print_rows(output, &list, &["NAME", "VERSION", "REVISION", "SIZE", "UPDATED", "BY"], &rows);
-        }
-    }
-    Ok(())
 }
 
 async fn run_client(client: &ApiClient, output: Output, command: ClientCommand) -> Result<(), Failure> {
@@ -585,20 +456,6 @@ fn print_command(output: Output, response: &CommandResponse) {
         &["EVENT", "REVISION", "SEQUENCE"],
         &[vec![response.kind.clone(), response.revision.to_string(), response.sequence.to_string()]],
     );
-}
-
-fn read_content(args: &PutArgs) -> Result<Vec<u8>, Failure> {
-    match &args.file {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| Failure { status: 1, message: format!("cannot read {}: {e}", path.display()) }),
-        None => {
-            let mut content = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut content)
-                .map_err(|e| Failure { status: 1, message: format!("cannot read standard input: {e}") })?;
-            Ok(content)
-        }
-    }
 }
 
 /// Writes content to a new file of mode 0600 beside `path`, then renames it over

@@ -45,11 +45,39 @@ pub enum ClientError {
 pub struct PutOptions {
     /// Octal file mode such as `0440`.
     pub mode: Option<String>,
-    /// Write only if the current revision is this one.
+    pub owner_group: Option<String>,
+    pub description: Option<String>,
+    pub file_name: Option<String>,
+    pub file_owner: Option<String>,
+    pub file_group: Option<String>,
+    /// RFC 3339 expiry time of the new version.
+    pub expires_at: Option<String>,
+    pub conditions: Conditions,
+}
+
+/// Preconditions and idempotency key of a command.
+#[derive(Debug, Default, Clone)]
+pub struct Conditions {
+    /// Apply only if the current revision is this one.
     pub if_revision: Option<u64>,
-    /// Write only if the secret does not exist.
+    /// Apply only if the secret does not exist.
     pub if_absent: bool,
     pub idempotency_key: Option<String>,
+}
+
+impl Conditions {
+    fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(revision) = self.if_revision {
+            request = request.header("if-match", format!("\"{revision}\""));
+        }
+        if self.if_absent {
+            request = request.header("if-none-match", "*");
+        }
+        if let Some(key) = &self.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        request
+    }
 }
 
 /// A secret's content with its metadata.
@@ -125,19 +153,76 @@ impl ApiClient {
         options: &PutOptions,
     ) -> Result<WriteResponse, ClientError> {
         let mut request = self.http.put(self.secret_url(name)?).timeout(REQUEST_TIMEOUT).body(content);
-        if let Some(mode) = &options.mode {
-            request = request.query(&[("mode", mode)]);
+        let query = [
+            ("mode", &options.mode),
+            ("owner_group", &options.owner_group),
+            ("description", &options.description),
+            ("file_name", &options.file_name),
+            ("file_owner", &options.file_owner),
+            ("file_group", &options.file_group),
+            ("expires_at", &options.expires_at),
+        ];
+        for (key, value) in query {
+            if let Some(value) = value {
+                request = request.query(&[(key, value)]);
+            }
         }
-        if let Some(revision) = options.if_revision {
-            request = request.header("if-match", format!("\"{revision}\""));
+        self.json(options.conditions.apply(request)).await
+    }
+
+    /// Writes a version with its content and metadata in one event.
+    pub async fn post_version(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        conditions: &Conditions,
+    ) -> Result<WriteResponse, ClientError> {
+        let url = format!("{}/versions", self.secret_url(name)?);
+        self.json(conditions.apply(self.http.post(url).json(body).timeout(REQUEST_TIMEOUT))).await
+    }
+
+    /// Returns everything recorded about a secret but its content.
+    pub async fn get_metadata(&self, name: &str) -> Result<crate::api::SecretDescription, ClientError> {
+        let url = format!("{}/metadata", self.secret_url(name)?);
+        self.json(self.http.get(url).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Replaces a secret's metadata.
+    pub async fn put_metadata(
+        &self,
+        name: &str,
+        metadata: &crate::secrets::metadata::MetadataJson,
+        conditions: &Conditions,
+    ) -> Result<WriteResponse, ClientError> {
+        let url = format!("{}/metadata", self.secret_url(name)?);
+        self.json(conditions.apply(self.http.put(url).json(metadata).timeout(REQUEST_TIMEOUT))).await
+    }
+
+    /// Sends a lifecycle command on a secret: `action` is empty for `DELETE
+    /// /v1/secrets/{name}`, or a path below it such as `restore` or `versions/3/destroy`.
+    pub async fn secret_command(
+        &self,
+        method: reqwest::Method,
+        name: &str,
+        action: &str,
+        body: Option<&serde_json::Value>,
+        conditions: &Conditions,
+    ) -> Result<WriteResponse, ClientError> {
+        let mut url = self.secret_url(name)?;
+        if !action.is_empty() {
+            url = format!("{url}/{action}");
         }
-        if options.if_absent {
-            request = request.header("if-none-match", "*");
+        let mut request = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(body);
         }
-        if let Some(key) = &options.idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        self.json(request).await
+        self.json(conditions.apply(request)).await
+    }
+
+    /// Lists the secrets whose current version expires within `within_secs`.
+    pub async fn expiring(&self, within_secs: u64) -> Result<crate::api::ExpiringList, ClientError> {
+        let request = self.http.get(format!("{}/v1/expiring", self.server)).query(&[("within_secs", within_secs)]);
+        self.json(request.timeout(REQUEST_TIMEOUT)).await
     }
 
     /// Reads a secret, waiting until the server's read model reflects `min_sequence`.
@@ -187,7 +272,15 @@ impl ApiClient {
 
     /// Lists the secrets this client may read, once the server reflects `min_sequence`.
     pub async fn list_secrets(&self, min_sequence: Option<u64>) -> Result<SecretList, ClientError> {
+        self.list_secrets_with(min_sequence, false).await
+    }
+
+    /// Lists secrets; with `all`, operators also get deleted and destroyed secrets.
+    pub async fn list_secrets_with(&self, min_sequence: Option<u64>, all: bool) -> Result<SecretList, ClientError> {
         let mut request = self.http.get(format!("{}/v1/secrets", self.server)).timeout(REQUEST_TIMEOUT);
+        if all {
+            request = request.query(&[("all", true)]);
+        }
         if let Some(sequence) = min_sequence {
             request = request.query(&[("min_sequence", sequence)]);
         }

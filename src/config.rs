@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub projector: ProjectorConfig,
     #[serde(default)]
     pub access: AccessConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub expiry: ExpiryConfig,
     /// Certificate authority for enrolled clients; absent: enrolment is off.
     #[serde(default)]
     pub ca: Option<CaConfig>,
@@ -111,6 +115,51 @@ pub struct ProjectorConfig {
     pub skip_sequences: Vec<u64>,
 }
 
+/// Limits on what a write may store. Each has a hard ceiling that `validate` enforces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest secret content, in bytes. Default and ceiling 786432 (768 KiB), because
+    /// the content travels inside one event and NATS rejects messages above its
+    /// `max_payload` (1 MiB by default).
+    pub max_content_bytes: usize,
+    /// How many of the newest versions of a secret stay readable by operators and
+    /// usable for rollback; older ones are listed but not served. Default 100, 1 to 10000.
+    pub max_readable_versions: usize,
+    /// Largest encoded metadata (description, labels, delivery), in bytes. Default
+    /// and ceiling 16384.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_content_bytes: crate::writer::MAX_CONTENT_BYTES,
+            max_readable_versions: 100,
+            max_metadata_bytes: MAX_METADATA_BYTES,
+        }
+    }
+}
+
+/// Ceiling of `limits.max_metadata_bytes`.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// How the server records expiries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryConfig {
+    /// Seconds between checks for versions whose expiry time passed. Default 1.
+    /// Computes stop receiving a version at its expiry time whatever this is; it only
+    /// sets how soon the expiry event is recorded.
+    pub check_interval_secs: u64,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> ExpiryConfig {
+        ExpiryConfig { check_interval_secs: 1 }
+    }
+}
+
 /// The CLI's configuration: which server, and the operator's certificate or token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +194,10 @@ pub struct AgentConfig {
     /// Maximum wait of one watch request, in seconds. Default 30.
     #[serde(default = "default_watch_secs")]
     pub watch_timeout_secs: u64,
+    /// Keep the file of a secret whose current version expired, instead of removing
+    /// it. Destroyed, deleted and revoked secrets are removed either way. Default false.
+    #[serde(default)]
+    pub keep_expired: bool,
 }
 
 impl Default for NatsConfig {
@@ -240,6 +293,32 @@ impl ResolvePaths for ServerConfig {
             if !(1..=24 * 90).contains(&ca.leaf_hours) {
                 return Err(format!("ca.leaf_hours {} must be between 1 and 2160 (90 days)", ca.leaf_hours));
             }
+        }
+        let limits = &self.limits;
+        if !(1..=crate::writer::MAX_CONTENT_BYTES).contains(&limits.max_content_bytes) {
+            return Err(format!(
+                "limits.max_content_bytes {} must be between 1 and {}",
+                limits.max_content_bytes,
+                crate::writer::MAX_CONTENT_BYTES
+            ));
+        }
+        if !(1..=10_000).contains(&limits.max_readable_versions) {
+            return Err(format!(
+                "limits.max_readable_versions {} must be between 1 and 10000",
+                limits.max_readable_versions
+            ));
+        }
+        if !(1024..=MAX_METADATA_BYTES).contains(&limits.max_metadata_bytes) {
+            return Err(format!(
+                "limits.max_metadata_bytes {} must be between 1024 and {MAX_METADATA_BYTES}",
+                limits.max_metadata_bytes
+            ));
+        }
+        if !(1..=3600).contains(&self.expiry.check_interval_secs) {
+            return Err(format!(
+                "expiry.check_interval_secs {} must be between 1 and 3600",
+                self.expiry.check_interval_secs
+            ));
         }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));

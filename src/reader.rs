@@ -202,6 +202,20 @@ impl Reader {
             .map_err(|_| ReadError::Content { name: name.to_owned(), version: version.version })
     }
 
+    /// Returns the secret that claims `file_name`, if one does.
+    pub async fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let file_name = file_name.to_owned();
+        blocking(move || model.read(|view| view.file_name_owner(&file_name)).map(|(owner, _)| owner)).await
+    }
+
+    /// Returns the secrets whose current version expires before `before_micros` and
+    /// has no expiry event yet, soonest first.
+    pub async fn expiring(&self, before_micros: i64) -> Result<(Vec<(i64, String)>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        blocking(move || model.expiring(before_micros)).await
+    }
+
     /// Returns every version of a secret, oldest first, with the sequence the read
     /// model reflects.
     pub async fn versions(&self, name: &str) -> Result<(Vec<SecretVersion>, u64), ReadError> {

@@ -13,9 +13,11 @@ use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
 use crate::config::ServerConfig;
+use crate::digest::DigestKey;
 use crate::hsm::Hsm;
 use crate::projector::{self, Progress};
 use crate::reader::Reader;
+use crate::secrets::Secrets;
 use crate::signer::EventSigner;
 use crate::stream::EventStore;
 use crate::tls;
@@ -69,14 +71,22 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .map_err(|e| StartError::Unavailable(format!("certifying the event signing key: {e}")))?;
     tracing::info!(signing_key.id = signer.key_id(), "event signing key certified by the HSM root key");
 
+    let digest = DigestKey::load_or_create(&store, &hsm)
+        .await
+        .map_err(|e| StartError::Unavailable(format!("loading the content digest key: {e}")))?;
     let ca = load_ca(&config, &hsm)?;
     let root_public_key = hsm.root_public_key();
     let (stop, stopping) = watch::channel(false);
+    let writer = Writer::new(store.clone(), hsm.clone(), Arc::new(signer));
+    let reader = Reader::new(model, store, hsm, progress);
+    let secrets = Secrets::new(writer.clone(), reader.clone(), Arc::new(digest), config.limits.clone());
+    tokio::spawn(crate::secrets::expiry::run(secrets.clone(), config.expiry.clone(), stopping.clone()));
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),
-        writer: Writer::new(store.clone(), hsm.clone(), Arc::new(signer)),
-        reader: Reader::new(model, store, hsm, progress),
+        writer,
+        reader,
+        secrets,
         ca,
         root_public_key,
         stopping: stopping.clone(),
@@ -159,6 +169,9 @@ fn open_read_model(config: &ServerConfig) -> Result<Arc<ReadModel>, StartError> 
     let path = config.data_dir.join(format!("{}.redb", config.region));
     let model = ReadModel::open(&path, config.projector.cache_mib * 1024 * 1024)
         .map_err(|e| StartError::Unavailable(format!("cannot open the read model {}: {e}", path.display())))?;
+    if let Some(found) = model.reset_from_schema() {
+        tracing::warn!(path = %path.display(), schema.found = found, schema.expected = watchword_events::readmodel::SCHEMA_VERSION, "the read model was written with another schema; rebuilding it from the stream");
+    }
     Ok(Arc::new(model))
 }
 

@@ -117,6 +117,13 @@ impl EventStore {
         Ok(Acknowledged { sequence: ack.sequence, duplicate: ack.duplicate })
     }
 
+    /// Returns the sequence of the last message in the event stream.
+    pub async fn last_sequence(&self) -> Result<u64, StreamError> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| request_error("stream info", e))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Stores a wrapped data key under `key` and waits for the acknowledgement.
     pub async fn put_data_key(&self, key: &str, wrapped: Vec<u8>) -> Result<(), StreamError> {
         let subject = format!("{DATA_KEY_PREFIX}.{key}");
@@ -136,9 +143,37 @@ impl EventStore {
         }
     }
 
-    /// Erases a wrapped data key: purging its subject removes the message from the
-    /// stream, so no later read can return it.
+    /// Stores a wrapped key under `key` only if no key is stored there yet; returns
+    /// false when another writer stored one first.
+    pub async fn put_data_key_once(&self, key: &str, wrapped: Vec<u8>) -> Result<bool, StreamError> {
+        let subject = format!("{DATA_KEY_PREFIX}.{key}");
+        let publish =
+            jetstream::message::PublishMessage::build().payload(wrapped.into()).expected_last_subject_sequence(0);
+        let pending =
+            self.jetstream.send_publish(subject.clone(), publish).await.map_err(|e| publish_error(&subject, e))?;
+        match pending.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) => Err(publish_error(&subject, e)),
+        }
+    }
+
+    /// Erases a wrapped data key. The message is first deleted with JetStream's
+    /// secure erase, which overwrites its bytes in the stream's files, and the
+    /// subject is then purged, so no later read can return it.
     pub async fn erase_data_key(&self, key: &str) -> Result<(), StreamError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = format!("{DATA_KEY_PREFIX}.{key}");
+        match self.data_keys.direct_get_last_for_subject(&subject).await {
+            Ok(message) => {
+                self.data_keys
+                    .delete_message(message.sequence)
+                    .await
+                    .map_err(|e| request_error("data key erase", e))?;
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+            Err(e) => return Err(request_error("data key get", e)),
+        }
         self.data_keys
             .purge()
             .filter(format!("{DATA_KEY_PREFIX}.{key}"))

@@ -1,8 +1,9 @@
 //! The command side: decide, sign and publish events on one aggregate's chain.
 //!
-//! The current state of an aggregate comes from its last event, read from the
+//! The current state of an aggregate is decided from its last event, read from the
 //! stream (the read model may lag), and the publish states that event's sequence,
-//! so of two concurrent writers only one can append. A write is reported as
+//! so of two concurrent writers only one can append. Secret commands (see
+//! `crate::secrets`) read the state that event leaves from the read model. A write is reported as
 //! committed only after JetStream acknowledged it.
 
 use std::future::Future;
@@ -11,16 +12,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use watchword_events::body::{
-    DataKeyRef, KIND_SECRET_VERSION_ADDED, SecretVersionAdded, content_aad, data_key_aad, decode_body, encode_body,
-};
 use watchword_events::error::{DecodeError, NameError};
-use watchword_events::names::validate_secret_name;
 use watchword_events::{Actor, Aggregate, Event, EventHash, Frame, ZERO_HASH};
-use zeroize::Zeroizing;
 
 use crate::hsm::{Hsm, HsmError};
-use crate::seal;
 use crate::signer::{EventSigner, now_micros};
 use crate::stream::{EventStore, StreamError};
 
@@ -53,15 +48,6 @@ pub struct WriteContext {
     pub idempotency_key: Option<String>,
     pub actor: Actor,
     pub correlation_id: String,
-}
-
-/// A request to write a new version of a secret.
-#[derive(Debug)]
-pub struct WriteSecret {
-    pub name: String,
-    pub content: Zeroizing<Vec<u8>>,
-    pub mode: Option<u32>,
-    pub context: WriteContext,
 }
 
 /// An event JetStream acknowledged.
@@ -103,6 +89,13 @@ pub enum WriteError {
     Ca(#[from] crate::ca::CaError),
     #[error("idempotency key was already used for another request (on {other}); use a new key for a new request")]
     IdempotencyKeyReused { other: String },
+    /// The caller lacks the role the command needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("file name {file_name:?} is already used by secret {other:?}; choose another file_name")]
+    FileNameTaken { file_name: String, other: String },
+    #[error(transparent)]
+    Read(#[from] crate::reader::ReadError),
     #[error("too many concurrent writes to {}; retry", describe(.0))]
     Contended(Aggregate),
     #[error("HSM: {0}")]
@@ -150,17 +143,12 @@ impl Writer {
         Writer { store, hsm, signer }
     }
 
-    /// Commits a new version of a secret.
-    pub async fn write_secret(&self, request: &WriteSecret) -> Result<Committed, WriteError> {
-        validate_secret_name(&request.name)?;
-        if request.content.len() > MAX_CONTENT_BYTES {
-            return Err(WriteError::TooLarge { size: request.content.len(), max: MAX_CONTENT_BYTES });
-        }
-        let aggregate = Aggregate::secret(&request.name);
-        self.append(&aggregate, &request.context, &|head, revision, id| {
-            Box::pin(self.seal_version(request, head, revision, id))
-        })
-        .await
+    pub fn hsm(&self) -> &Hsm {
+        &self.hsm
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
     }
 
     /// Appends the event that `decide` drafts from the aggregate's last event.
@@ -235,38 +223,6 @@ impl Writer {
         Ok(Some(Head { sequence: stored.sequence, hash: frame.hash(), event }))
     }
 
-    /// Seals the content under a fresh data key, stores the wrapped key, and drafts
-    /// the version event.
-    async fn seal_version(
-        &self,
-        request: &WriteSecret,
-        head: Option<Head>,
-        revision: u64,
-        id: Uuid,
-    ) -> Result<Draft, WriteError> {
-        let version = match head {
-            Some(head) => content_version(&head.event)
-                .map_err(|source| WriteError::CorruptHead { sequence: head.sequence, source })?,
-            None => 0,
-        } + 1;
-
-        let data_key = seal::new_data_key();
-        let content = seal::seal(&data_key, &request.content, &content_aad(&request.name, revision));
-        let wrapped = self.hsm.encrypt_data_key(&data_key, &data_key_aad(&request.name, revision)).await?;
-        let wrapped_sha256: [u8; 32] = Sha256::digest(&wrapped).into();
-        let store_key = id.simple().to_string();
-        self.store.put_data_key(&store_key, wrapped).await?;
-
-        let body = SecretVersionAdded {
-            version,
-            content,
-            data_key: DataKeyRef { kek_id: self.hsm.kek_id().to_owned(), store_key: store_key.clone(), wrapped_sha256 },
-            size: request.content.len() as u64,
-            mode: request.mode,
-        };
-        Ok(Draft { kind: KIND_SECRET_VERSION_ADDED, body: encode_body(&body), data_key: Some(store_key) })
-    }
-
     /// Returns the outcome of the write that first used this idempotency key.
     async fn first_outcome(&self, aggregate: &Aggregate, sequence: u64) -> Result<Committed, WriteError> {
         let stored = self.store.get(sequence).await?;
@@ -309,16 +265,6 @@ fn check_precondition(aggregate: &Aggregate, context: &WriteContext, head: Optio
         _ if satisfied => Ok(head.map_or(0, |h| h.sequence)),
         Some(_) if context.idempotency_key.is_some() => Ok(0),
         _ => Err(WriteError::Conflict { aggregate: aggregate.clone(), current }),
-    }
-}
-
-/// Returns the content version a secret's event leaves the secret at.
-pub fn content_version(event: &Event) -> Result<u64, DecodeError> {
-    match event.kind.as_str() {
-        KIND_SECRET_VERSION_ADDED => Ok(decode_body::<SecretVersionAdded>(&event.body)?.version),
-        other => {
-            Err(DecodeError::Malformed(format!("event kind {other:?} on a secret subject is unknown to this server")))
-        }
     }
 }
 

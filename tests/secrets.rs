@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::stack::Stack;
-use watchword::client::{ClientError, PutOptions};
+use watchword::client::{ClientError, Conditions, PutOptions};
 
 fn conflict_revision(error: ClientError) -> Option<u64> {
     match error {
@@ -60,7 +60,10 @@ async fn same_expected_revision_one_writer_wins() {
     let operator = stack.client("operator");
     let first = operator.put_secret("race", b"v1".to_vec(), &PutOptions::default()).await.unwrap();
 
-    let options = PutOptions { if_revision: Some(first.revision), ..Default::default() };
+    let options = PutOptions {
+        conditions: Conditions { if_revision: Some(first.revision), ..Default::default() },
+        ..Default::default()
+    };
     let writes = (0..8).map(|i| {
         let client = operator.clone();
         let options = options.clone();
@@ -82,7 +85,8 @@ async fn stale_if_match_never_overwrites() {
     operator.put_secret("cas", b"one".to_vec(), &PutOptions::default()).await.unwrap();
     let second = operator.put_secret("cas", b"two".to_vec(), &PutOptions::default()).await.unwrap();
 
-    let stale = PutOptions { if_revision: Some(1), ..Default::default() };
+    let stale =
+        PutOptions { conditions: Conditions { if_revision: Some(1), ..Default::default() }, ..Default::default() };
     let error = operator.put_secret("cas", b"stale".to_vec(), &stale).await.unwrap_err();
     assert_eq!(conflict_revision(error), Some(2));
     let read = operator.get_secret("cas", Some(second.sequence)).await.unwrap();
@@ -93,7 +97,7 @@ async fn stale_if_match_never_overwrites() {
 async fn if_absent_conflicts_on_existing_secret() {
     let stack = Stack::start().await;
     let operator = stack.client("operator");
-    let absent = PutOptions { if_absent: true, ..Default::default() };
+    let absent = PutOptions { conditions: Conditions { if_absent: true, ..Default::default() }, ..Default::default() };
     operator.put_secret("once", b"one".to_vec(), &absent).await.unwrap();
     let error = operator.put_secret("once", b"two".to_vec(), &absent).await.unwrap_err();
     assert_eq!(conflict_revision(error), Some(1));
@@ -103,7 +107,10 @@ async fn if_absent_conflicts_on_existing_secret() {
 async fn retry_with_idempotency_key_applies_once() {
     let stack = Stack::start().await;
     let operator = stack.client("operator");
-    let options = PutOptions { idempotency_key: Some("deploy-42".to_owned()), ..Default::default() };
+    let options = PutOptions {
+        conditions: Conditions { idempotency_key: Some("deploy-42".to_owned()), ..Default::default() },
+        ..Default::default()
+    };
     let first = operator.put_secret("idem", b"content".to_vec(), &options).await.unwrap();
     let retry = operator.put_secret("idem", b"content".to_vec(), &options).await.unwrap();
 
@@ -119,7 +126,10 @@ async fn retry_with_idempotency_key_applies_once() {
 async fn retry_of_conditional_create_returns_first_outcome() {
     let stack = Stack::start().await;
     let operator = stack.client("operator");
-    let options = PutOptions { if_absent: true, idempotency_key: Some("create-1".to_owned()), ..Default::default() };
+    let options = PutOptions {
+        conditions: Conditions { if_absent: true, idempotency_key: Some("create-1".to_owned()), ..Default::default() },
+        ..Default::default()
+    };
     let first = operator.put_secret("cond", b"x".to_vec(), &options).await.unwrap();
     let retry = operator.put_secret("cond", b"x".to_vec(), &options).await.unwrap();
     assert_eq!(retry.sequence, first.sequence);
@@ -241,7 +251,7 @@ async fn versions_listed_and_earlier_one_read() {
     assert_eq!(operator.get_secret("app/rotated", None).await.unwrap().content.as_slice(), b"three");
 
     let missing = operator.get_version("app/rotated", 9).await.unwrap_err();
-    assert!(missing.to_string().contains("has no version 9"), "{missing}");
+    assert!(missing.to_string().contains("has no readable version 9"), "{missing}");
 }
 
 #[tokio::test]

@@ -9,6 +9,29 @@ use crate::event::{decode_exact, encode};
 /// A new version of a secret's content; the first one creates the secret.
 pub const KIND_SECRET_VERSION_ADDED: &str = "secret.version_added";
 
+/// A new version of a secret's content, with its keyed digest, optional expiry,
+/// rollback origin and metadata; the first one of an incarnation creates the secret.
+/// Servers write this kind; [`KIND_SECRET_VERSION_ADDED`] stays readable.
+pub const KIND_SECRET_VERSION_ADDED_V2: &str = "secret.version_added.v2";
+
+/// A secret's metadata is replaced as a whole.
+pub const KIND_SECRET_METADATA_SET: &str = "secret.metadata_set";
+
+/// A secret is deleted softly: no one reads it, and it can be restored.
+pub const KIND_SECRET_DELETED: &str = "secret.deleted";
+
+/// A deleted secret is restored with its versions and metadata.
+pub const KIND_SECRET_RESTORED: &str = "secret.restored";
+
+/// Every version of a secret is destroyed: their wrapped data keys are erased.
+pub const KIND_SECRET_DESTROYED: &str = "secret.destroyed";
+
+/// One version of a secret is destroyed: its wrapped data key is erased.
+pub const KIND_SECRET_VERSION_DESTROYED: &str = "secret.version_destroyed";
+
+/// A version's expiry time passed; computes no longer receive it.
+pub const KIND_SECRET_VERSION_EXPIRED: &str = "secret.version_expired";
+
 /// The HSM root key certifies an in-process event signing key.
 pub const KIND_SIGNING_KEY_CERTIFIED: &str = "signing_key.certified";
 
@@ -23,6 +46,64 @@ pub struct SecretVersionAdded {
     pub size: u64,
     /// File mode agents give the file, or `None` for the agent's default (0400).
     pub mode: Option<u32>,
+}
+
+/// Body of [`KIND_SECRET_VERSION_ADDED_V2`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionAddedV2 {
+    /// The secret's content version: one more than the last version of any incarnation.
+    pub version: u64,
+    pub content: SealedContent,
+    pub data_key: DataKeyRef,
+    /// Plaintext length in bytes.
+    pub size: u64,
+    /// HMAC-SHA256 of the plaintext under the deployment's digest key: equal contents
+    /// have equal digests, and the digest alone does not reveal the content.
+    #[serde(with = "serde_bytes")]
+    pub digest: [u8; 32],
+    /// Microseconds since the Unix epoch after which computes no longer receive this version.
+    pub expires_at_micros: Option<i64>,
+    /// The earlier version whose content this one repeats, for a rollback.
+    pub rolled_back_from: Option<u64>,
+    /// New metadata set with this version, or `None` to keep the current metadata.
+    pub metadata: Option<SecretMetadata>,
+}
+
+/// What an operator records about a secret besides its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMetadata {
+    /// Group whose owners manage the secret, or `None` for administrators only.
+    pub owner_group: Option<String>,
+    pub description: String,
+    /// Labels, sorted by key.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub delivery: Delivery,
+}
+
+/// How agents write a secret's file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// File name in the agent's directory, or `None` for the name derived from the
+    /// secret name (see [`crate::names::file_name`]).
+    pub file_name: Option<String>,
+    /// File owner, as a user name or a numeric id, or `None` for the agent's user.
+    pub owner: Option<String>,
+    /// File group, as a group name or a numeric id, or `None` for the agent's group.
+    pub group: Option<String>,
+    /// File mode, or `None` for the agent's default (0400).
+    pub mode: Option<u32>,
+}
+
+/// Body of [`KIND_SECRET_METADATA_SET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataSet {
+    pub metadata: SecretMetadata,
+}
+
+/// Body of [`KIND_SECRET_VERSION_DESTROYED`] and [`KIND_SECRET_VERSION_EXPIRED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRef {
+    pub version: u64,
 }
 
 /// Content encrypted with AES-256-GCM under the version's own data key.

@@ -14,13 +14,16 @@ use crate::body::{
     KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
     KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED,
     KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_OPERATOR_ROLES_SET,
-    KIND_OPERATOR_TOKEN_ISSUED, KIND_OPERATOR_TOKEN_REVOKED, KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED,
-    Membership, RolesSet, SealedContent, SecretVersionAdded, SigningKeyCertified, TokenIssued, TokenRevoked,
-    decode_body,
+    KIND_OPERATOR_TOKEN_ISSUED, KIND_OPERATOR_TOKEN_REVOKED, KIND_SECRET_DELETED, KIND_SECRET_DESTROYED,
+    KIND_SECRET_METADATA_SET, KIND_SECRET_RESTORED, KIND_SECRET_VERSION_ADDED, KIND_SECRET_VERSION_ADDED_V2,
+    KIND_SECRET_VERSION_DESTROYED, KIND_SECRET_VERSION_EXPIRED, KIND_SIGNING_KEY_CERTIFIED, Membership, RolesSet,
+    SealedContent, SecretMetadata, SigningKeyCertified, TokenIssued, TokenRevoked, decode_body,
 };
 use crate::error::{ApplyError, FoldError, ViewError};
 use crate::event::{Aggregate, AggregateType, Event, EventHash, ZERO_HASH};
 use crate::verify::{RecordedEvent, RootKeys, key_id, verify_message};
+
+mod secret;
 
 /// The last event applied to an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,9 +40,48 @@ pub struct SecretState {
     pub name: String,
     /// Aggregate version of the last event: changes on every change of the secret.
     pub revision: u64,
+    /// Generation of the secret under this name: 1 at the first creation, one more
+    /// each time a deleted or destroyed name is written again.
+    pub incarnation: u64,
+    pub status: SecretStatus,
+    pub metadata: SecretMetadata,
+    /// The last version added; after a destruction it keeps only its metadata.
     pub current: SecretVersion,
     /// Stream sequence of the last event applied to this secret.
     pub sequence: u64,
+}
+
+/// Where a secret is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretStatus {
+    Active,
+    /// Deleted softly: no one reads it, and it can be restored.
+    Deleted,
+    /// Every version destroyed: the name can only be written again, as a new incarnation.
+    Destroyed,
+}
+
+impl SecretState {
+    /// Returns the file name agents write this secret to, or `None` if the name
+    /// derived from the secret name would be too long.
+    pub fn file_name(&self) -> Option<String> {
+        effective_file_name(&self.name, &self.metadata)
+    }
+
+    /// Returns whether computes may receive the current version at `now_micros`:
+    /// the secret is active and its current version neither destroyed nor expired.
+    pub fn servable(&self, now_micros: i64) -> bool {
+        self.status == SecretStatus::Active && self.current.servable(now_micros)
+    }
+}
+
+/// Returns the file name of a secret: the one its metadata sets, or the one derived
+/// from its name.
+pub fn effective_file_name(name: &str, metadata: &SecretMetadata) -> Option<String> {
+    match &metadata.delivery.file_name {
+        Some(file_name) => Some(file_name.clone()),
+        None => crate::names::file_name(name).ok(),
+    }
 }
 
 /// One version of a secret's content, still encrypted.
@@ -48,12 +90,29 @@ pub struct SecretVersion {
     pub version: u64,
     /// Aggregate version of the event that added this version, bound into its AAD.
     pub revision: u64,
+    /// Incarnation of the secret this version belongs to.
+    pub incarnation: u64,
+    /// Emptied when the version is destroyed.
     pub content: SealedContent,
     pub data_key: DataKeyRef,
     pub size: u64,
-    pub mode: Option<u32>,
+    /// Keyed digest of the content; `None` for versions written before digests.
+    pub digest: Option<[u8; 32]>,
+    pub expires_at_micros: Option<i64>,
+    /// An expiry event was recorded for this version.
+    pub expired: bool,
+    pub destroyed: bool,
+    pub rolled_back_from: Option<u64>,
     pub created_at_micros: i64,
     pub created_by: String,
+}
+
+impl SecretVersion {
+    /// Returns whether this version may be delivered at `now_micros`. The expiry
+    /// time counts even before its event is recorded.
+    pub fn servable(&self, now_micros: i64) -> bool {
+        !self.destroyed && !self.expired && self.expires_at_micros.is_none_or(|at| now_micros < at)
+    }
 }
 
 /// A certified event signing key.
@@ -123,6 +182,8 @@ pub trait StateView {
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError>;
     /// Returns every version of a secret that the read model keeps, oldest first.
     fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError>;
+    /// Returns the secret whose file name is `file_name`, if one claims it.
+    fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError>;
 }
 
 /// A state that changes can be written to.
@@ -133,15 +194,49 @@ pub trait StateStore: StateView {
 /// One change the fold returns for the state to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Head { aggregate: Aggregate, head: AggregateHead },
+    Head {
+        aggregate: Aggregate,
+        head: AggregateHead,
+    },
+    /// The secret's record; its versions change through [`Change::Version`].
     Secret(SecretState),
-    SigningKey { key_id: String, state: SigningKeyState },
+    Version {
+        name: String,
+        version: SecretVersion,
+    },
+    /// A file name is claimed by a secret, or released with `secret: None`.
+    FileName {
+        file_name: String,
+        secret: Option<String>,
+    },
+    /// The current version of a secret expires at `at_micros` (or no longer does).
+    Expiry {
+        at_micros: i64,
+        name: String,
+        present: bool,
+    },
+    SigningKey {
+        key_id: String,
+        state: SigningKeyState,
+    },
     Client(ClientState),
-    ClientRemoved { name: String },
+    ClientRemoved {
+        name: String,
+    },
     Group(GroupState),
-    GroupRemoved { name: String },
-    Membership { client: String, group: String, present: bool },
-    Grant { secret: String, group: String, present: bool },
+    GroupRemoved {
+        name: String,
+    },
+    Membership {
+        client: String,
+        group: String,
+        present: bool,
+    },
+    Grant {
+        secret: String,
+        group: String,
+        present: bool,
+    },
     Operator(OperatorState),
 }
 
@@ -164,7 +259,14 @@ pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Chang
     };
     let mut changes = vec![head];
     match event.kind.as_str() {
-        KIND_SECRET_VERSION_ADDED => changes.push(fold_version_added(view, recorded)?),
+        KIND_SECRET_VERSION_ADDED
+        | KIND_SECRET_VERSION_ADDED_V2
+        | KIND_SECRET_METADATA_SET
+        | KIND_SECRET_DELETED
+        | KIND_SECRET_RESTORED
+        | KIND_SECRET_DESTROYED
+        | KIND_SECRET_VERSION_DESTROYED
+        | KIND_SECRET_VERSION_EXPIRED => changes.extend(secret::fold_secret(view, recorded)?),
         KIND_SIGNING_KEY_CERTIFIED => changes.push(fold_key_certified(recorded)?),
         KIND_CLIENT_CREATED
         | KIND_CLIENT_DISABLED
@@ -221,33 +323,6 @@ fn check_chain(view: &impl StateView, event: &Event) -> Result<(), FoldError> {
         return Err(FoldError::ChainBroken { aggregate: event.aggregate.clone(), version: event.aggregate_version });
     }
     Ok(())
-}
-
-fn fold_version_added(view: &impl StateView, recorded: &RecordedEvent) -> Result<Change, FoldError> {
-    let event = &recorded.event;
-    expect_aggregate(event, AggregateType::Secret)?;
-    let body: SecretVersionAdded = decode(event)?;
-
-    let previous = view.secret(&event.aggregate.id)?.map_or(0, |s| s.current.version);
-    if body.version != previous + 1 {
-        return Err(inconsistent(event, format!("content version {} follows version {previous}", body.version)));
-    }
-
-    Ok(Change::Secret(SecretState {
-        name: event.aggregate.id.clone(),
-        revision: event.aggregate_version,
-        current: SecretVersion {
-            version: body.version,
-            revision: event.aggregate_version,
-            content: body.content,
-            data_key: body.data_key,
-            size: body.size,
-            mode: body.mode,
-            created_at_micros: event.recorded_at_micros,
-            created_by: event.actor.principal.clone(),
-        },
-        sequence: recorded.sequence,
-    }))
 }
 
 fn fold_key_certified(recorded: &RecordedEvent) -> Result<Change, FoldError> {
@@ -439,13 +514,14 @@ fn describe(enabled: Option<bool>) -> &'static str {
 }
 
 /// Returns whether `client` may read `secret`: the client exists and is enabled, the
-/// secret exists, and one of the client's groups has a grant on the secret. Every
+/// secret exists and is not deleted or destroyed, and one of the client's groups has a grant on the secret. Every
 /// read path calls this.
 pub fn may_read<V: StateView + ?Sized>(view: &V, client: &str, secret: &str) -> Result<bool, ViewError> {
     let Some(state) = view.client(client)? else {
         return Ok(false);
     };
-    if !state.enabled || view.secret(secret)?.is_none() {
+    let active = view.secret(secret)?.is_some_and(|s| s.status == SecretStatus::Active);
+    if !state.enabled || !active {
         return Ok(false);
     }
     for group in view.client_groups(client)? {
@@ -456,18 +532,18 @@ pub fn may_read<V: StateView + ?Sized>(view: &V, client: &str, secret: &str) -> 
     Ok(false)
 }
 
-fn expect_aggregate(event: &Event, kind: AggregateType) -> Result<(), FoldError> {
+pub(crate) fn expect_aggregate(event: &Event, kind: AggregateType) -> Result<(), FoldError> {
     if event.aggregate.kind == kind {
         return Ok(());
     }
     Err(FoldError::WrongAggregate { kind: event.kind.clone(), aggregate: event.aggregate.clone() })
 }
 
-fn decode<T: Serialize + for<'a> Deserialize<'a>>(event: &Event) -> Result<T, FoldError> {
+pub(crate) fn decode<T: Serialize + for<'a> Deserialize<'a>>(event: &Event) -> Result<T, FoldError> {
     decode_body(&event.body).map_err(|source| FoldError::Body { kind: event.kind.clone(), source })
 }
 
-fn inconsistent(event: &Event, reason: String) -> FoldError {
+pub(crate) fn inconsistent(event: &Event, reason: String) -> FoldError {
     FoldError::Inconsistent { kind: event.kind.clone(), aggregate: event.aggregate.clone(), reason }
 }
 
@@ -486,6 +562,10 @@ pub struct MemoryState {
     pub operators: BTreeMap<String, OperatorState>,
     /// Every version of every secret, by (name, version).
     pub versions: BTreeMap<(String, u64), SecretVersion>,
+    /// File name to the secret that claims it.
+    pub file_names: BTreeMap<String, String>,
+    /// Pairs of (expiry time, secret) of current versions that have not expired yet.
+    pub expiries: BTreeSet<(i64, String)>,
 }
 
 impl StateView for MemoryState {
@@ -532,6 +612,10 @@ impl StateView for MemoryState {
     fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError> {
         Ok(self.versions.range((name.to_owned(), 0)..=(name.to_owned(), u64::MAX)).map(|(_, v)| v.clone()).collect())
     }
+
+    fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError> {
+        Ok(self.file_names.get(file_name).cloned())
+    }
 }
 
 impl StateStore for MemoryState {
@@ -541,9 +625,23 @@ impl StateStore for MemoryState {
                 self.heads.insert(aggregate, head);
             }
             Change::Secret(state) => {
-                // Each state carries the version it adds, which the history keeps.
-                self.versions.insert((state.name.clone(), state.current.version), state.current.clone());
                 self.secrets.insert(state.name.clone(), state);
+            }
+            Change::Version { name, version } => {
+                self.versions.insert((name, version.version), version);
+            }
+            Change::FileName { file_name, secret: Some(secret) } => {
+                self.file_names.insert(file_name, secret);
+            }
+            Change::FileName { file_name, secret: None } => {
+                self.file_names.remove(&file_name);
+            }
+            Change::Expiry { at_micros, name, present } => {
+                if present {
+                    self.expiries.insert((at_micros, name));
+                } else {
+                    self.expiries.remove(&(at_micros, name));
+                }
             }
             Change::SigningKey { key_id, state } => {
                 self.signing_keys.insert(key_id, state);

@@ -16,6 +16,11 @@
 //! | `grants_by_group` | `(group, secret)` | `()` |
 //! | `operators` | operator identity | [`OperatorState`] |
 //! | `secret_versions` | `(secret name, version)` | [`SecretVersion`] |
+//! | `file_names` | file name | name of the secret that claims it |
+//! | `expiries` | `(expiry time in µs, secret name)` | `()`, for current versions not yet expired |
+//!
+//! `meta` also holds `"schema_version"`. A file written with another schema is
+//! emptied when opened and projected again from the stream, which is the truth.
 //!
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
@@ -49,8 +54,14 @@ const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants")
 const GRANTS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants_by_group");
 const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators");
 const SECRET_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("secret_versions");
+const FILE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("file_names");
+const EXPIRIES: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiries");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// Version of the layout of the tables and values above; change it with the layout.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// One stored stream message to project.
 #[derive(Debug, Clone, Copy)]
@@ -73,16 +84,43 @@ pub struct BatchOutcome {
 #[derive(Debug)]
 pub struct ReadModel {
     db: Database,
+    reset_from: Option<u64>,
 }
 
 impl ReadModel {
     /// Opens or creates the read model at `path` with a page cache of `cache_bytes`.
+    ///
+    /// A file written with another [`SCHEMA_VERSION`] is emptied, so the projection
+    /// starts again from the first event.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<ReadModel, redb::Error> {
         let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
         let txn = db.begin_write()?;
-        RedbState::open(&txn)?;
+        let mut reset_from = None;
+        let found = {
+            let meta = txn.open_table(META)?;
+            let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
+            let empty = meta.get(LAST_APPLIED)?.is_none();
+            (found, empty)
+        };
+        match found {
+            (Some(SCHEMA_VERSION), _) | (None, true) => {}
+            (found, _) => {
+                reset_from = Some(found.unwrap_or(1));
+                for table in txn.list_tables()?.collect::<Vec<_>>() {
+                    txn.delete_table(table)?;
+                }
+            }
+        }
+        let mut state = RedbState::open(&txn)?;
+        state.meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+        drop(state);
         txn.commit()?;
-        Ok(ReadModel { db })
+        Ok(ReadModel { db, reset_from })
+    }
+
+    /// Returns the schema version of a file that [`ReadModel::open`] emptied, if it did.
+    pub fn reset_from_schema(&self) -> Option<u64> {
+        self.reset_from
     }
 
     /// Verifies and applies a batch of messages in one write transaction.
@@ -160,6 +198,22 @@ impl ReadModel {
         Ok((all, sequence))
     }
 
+    /// Returns the secrets whose current version expires before `before_micros` and
+    /// has no expiry event yet, soonest first, with the sequence the read model reflects.
+    pub fn expiring(&self, before_micros: i64) -> Result<(Vec<(i64, String)>, u64), ViewError> {
+        let txn = self.db.begin_read().map_err(view_error)?;
+        let table = txn.open_table(EXPIRIES).map_err(view_error)?;
+        let meta = txn.open_table(META).map_err(view_error)?;
+        let mut expiring = Vec::new();
+        for entry in table.range((i64::MIN, "")..(before_micros, "")).map_err(view_error)? {
+            let (key, _) = entry.map_err(view_error)?;
+            let (at_micros, name) = key.value();
+            expiring.push((at_micros, name.to_owned()));
+        }
+        let sequence = meta.get(LAST_APPLIED).map_err(view_error)?.map_or(0, |v| v.value());
+        Ok((expiring, sequence))
+    }
+
     /// Returns whether `client` may read `secret` (see [`crate::fold::may_read`]).
     pub fn may_read(&self, client: &str, secret: &str) -> Result<bool, ViewError> {
         let txn = self.db.begin_read().map_err(view_error)?;
@@ -230,6 +284,19 @@ impl ReadModel {
             let (key, value) = entry.map_err(view_error)?;
             memory.operators.insert(key.value().to_owned(), decode_value(value.value())?);
         }
+
+        let expiries = txn.open_table(EXPIRIES).map_err(view_error)?;
+        for entry in expiries.iter().map_err(view_error)? {
+            let (key, _) = entry.map_err(view_error)?;
+            let (at_micros, name) = key.value();
+            memory.expiries.insert((at_micros, name.to_owned()));
+        }
+
+        let file_names = txn.open_table(FILE_NAMES).map_err(view_error)?;
+        for entry in file_names.iter().map_err(view_error)? {
+            let (key, value) = entry.map_err(view_error)?;
+            memory.file_names.insert(key.value().to_owned(), value.value().to_owned());
+        }
         Ok(memory)
     }
 }
@@ -248,6 +315,8 @@ struct RedbState<'txn> {
     grants_by_group: Table<'txn, (&'static str, &'static str), ()>,
     operators: Table<'txn, &'static str, &'static [u8]>,
     secret_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
+    file_names: Table<'txn, &'static str, &'static str>,
+    expiries: Table<'txn, (i64, &'static str), ()>,
 }
 
 /// The state as of one redb read transaction.
@@ -263,6 +332,7 @@ struct RedbReadState {
     grants_by_group: ReadOnlyTable<(&'static str, &'static str), ()>,
     operators: ReadOnlyTable<&'static str, &'static [u8]>,
     secret_versions: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    file_names: ReadOnlyTable<&'static str, &'static str>,
 }
 
 impl<'txn> RedbState<'txn> {
@@ -280,6 +350,8 @@ impl<'txn> RedbState<'txn> {
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
             operators: txn.open_table(OPERATORS)?,
             secret_versions: txn.open_table(SECRET_VERSIONS)?,
+            file_names: txn.open_table(FILE_NAMES)?,
+            expiries: txn.open_table(EXPIRIES)?,
         })
     }
 
@@ -318,6 +390,7 @@ impl RedbReadState {
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
             operators: txn.open_table(OPERATORS)?,
             secret_versions: txn.open_table(SECRET_VERSIONS)?,
+            file_names: txn.open_table(FILE_NAMES)?,
         })
     }
 }
@@ -379,6 +452,10 @@ macro_rules! impl_state_view {
                 }
                 Ok(versions)
             }
+
+            fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError> {
+                Ok(self.file_names.get(file_name).map_err(view_error)?.map(|v| v.value().to_owned()))
+            }
         }
     };
 }
@@ -394,10 +471,23 @@ impl StateStore for RedbState<'_> {
                 self.heads.insert(key, encode_value(&head).as_slice()).map_err(view_error)?;
             }
             Change::Secret(state) => {
-                // Each state carries the version it adds, which the history keeps.
-                let key = (state.name.as_str(), state.current.version);
-                self.secret_versions.insert(key, encode_value(&state.current).as_slice()).map_err(view_error)?;
                 self.secrets.insert(state.name.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;
+            }
+            Change::Version { name, version } => {
+                let key = (name.as_str(), version.version);
+                self.secret_versions.insert(key, encode_value(&version).as_slice()).map_err(view_error)?;
+            }
+            Change::FileName { file_name, secret: Some(secret) } => {
+                self.file_names.insert(file_name.as_str(), secret.as_str()).map_err(view_error)?;
+            }
+            Change::FileName { file_name, secret: None } => {
+                self.file_names.remove(file_name.as_str()).map_err(view_error)?;
+            }
+            Change::Expiry { at_micros, name, present: true } => {
+                self.expiries.insert((at_micros, name.as_str()), ()).map_err(view_error)?;
+            }
+            Change::Expiry { at_micros, name, present: false } => {
+                self.expiries.remove((at_micros, name.as_str())).map_err(view_error)?;
             }
             Change::SigningKey { key_id, state } => {
                 self.signing_keys.insert(key_id.as_str(), encode_value(&state).as_slice()).map_err(view_error)?;

@@ -733,7 +733,7 @@ fn stored_vectors_verify_and_fold() {
     assert_eq!(secret.current.version, 2);
     assert_eq!(secret.revision, 2);
     assert_eq!(secret.sequence, 3);
-    assert_eq!(secret.current.mode, None);
+    assert_eq!(secret.metadata.delivery.mode, None);
     assert!(state.signing_keys.contains_key(&id_of(&signer())));
 
     // The access vectors delete the group and the client, whose chains remain. The

@@ -63,17 +63,21 @@ impl SecretDir {
         &self.path
     }
 
-    /// Writes `content` to `file_name` atomically with `mode`: a reader sees the old
-    /// file or the new one, never a part, and a crash leaves one of them.
+    /// Writes `content` to `file_name` atomically with `mode` and `ownership`: a
+    /// reader sees the old file or the new one, never a part, and a crash leaves one
+    /// of them.
     ///
     /// Steps: create a temporary file readable by the owner only, write, fsync, set
-    /// the final mode, rename over the target, fsync the directory.
-    pub fn write(&self, file_name: &str, content: &[u8], mode: u32) -> io::Result<()> {
+    /// the owner and group, set the final mode, rename over the target, fsync the
+    /// directory. The file gets its owner before its mode, so it is never readable
+    /// by a group it is not meant for.
+    pub fn write(&self, file_name: &str, content: &[u8], mode: u32, ownership: Ownership) -> io::Result<()> {
         debug_assert!(!file_name.starts_with('.') && !file_name.contains('/'));
         // The temporary name does not contain the file name, which may already be
         // as long as a file name can be.
         let temp = self.path.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::now_v7().simple()));
-        let result = write_temp(&temp, content, mode).and_then(|()| fs::rename(&temp, self.path.join(file_name)));
+        let result =
+            write_temp(&temp, content, mode, ownership).and_then(|()| fs::rename(&temp, self.path.join(file_name)));
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
@@ -100,10 +104,51 @@ impl SecretDir {
     }
 }
 
-fn write_temp(temp: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+/// Owner and group ids of a file; `None` keeps the agent's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl Ownership {
+    /// Resolves a user and a group, each a name or a numeric id.
+    pub fn resolve(owner: Option<&str>, group: Option<&str>) -> io::Result<Ownership> {
+        let uid = owner.map(resolve_user).transpose()?;
+        let gid = group.map(resolve_group).transpose()?;
+        Ok(Ownership { uid, gid })
+    }
+}
+
+fn resolve_user(name: &str) -> io::Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    match nix::unistd::User::from_name(name).map_err(io::Error::from)? {
+        Some(user) => Ok(user.uid.as_raw()),
+        None => Err(io::Error::new(io::ErrorKind::NotFound, format!("file owner {name:?} is not a user on this host"))),
+    }
+}
+
+fn resolve_group(name: &str) -> io::Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(name).map_err(io::Error::from)? {
+        Some(group) => Ok(group.gid.as_raw()),
+        None => {
+            Err(io::Error::new(io::ErrorKind::NotFound, format!("file group {name:?} is not a group on this host")))
+        }
+    }
+}
+
+fn write_temp(temp: &Path, content: &[u8], mode: u32, ownership: Ownership) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(temp)?;
     file.write_all(content)?;
     file.sync_all()?;
+    if ownership != Ownership::default() {
+        std::os::unix::fs::fchown(&file, ownership.uid, ownership.gid)?;
+    }
     file.set_permissions(Permissions::from_mode(mode))
 }
 
@@ -115,19 +160,38 @@ mod tests {
     fn write_replaces_file_with_mode() {
         let temp = tempfile::tempdir().unwrap();
         let dir = SecretDir::open(temp.path()).unwrap();
-        dir.write("a", b"one", 0o400).unwrap();
-        dir.write("a", b"two", 0o440).unwrap();
+        dir.write("a", b"one", 0o400, Ownership::default()).unwrap();
+        dir.write("a", b"two", 0o440, Ownership::default()).unwrap();
         let path = temp.path().join("a");
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o440);
     }
 
     #[test]
+    fn write_sets_numeric_owner_and_group() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::open(temp.path()).unwrap();
+        let own = fs::metadata(temp.path()).unwrap();
+        // Setting a file to the ids it already has needs no privilege.
+        let ownership = Ownership::resolve(Some(&own.uid().to_string()), Some(&own.gid().to_string())).unwrap();
+        dir.write("a", b"x", 0o440, ownership).unwrap();
+        let written = fs::metadata(temp.path().join("a")).unwrap();
+        assert_eq!((written.uid(), written.gid()), (own.uid(), own.gid()));
+    }
+
+    #[test]
+    fn unknown_owner_is_an_error() {
+        let error = Ownership::resolve(Some("no-such-user-watchword"), None).unwrap_err();
+        assert!(error.to_string().contains("no-such-user-watchword"), "{error}");
+    }
+
+    #[test]
     fn remove_others_keeps_dot_files_and_kept_names() {
         let temp = tempfile::tempdir().unwrap();
         let dir = SecretDir::open(temp.path()).unwrap();
-        dir.write("keep", b"x", 0o400).unwrap();
-        dir.write("drop", b"x", 0o400).unwrap();
+        dir.write("keep", b"x", 0o400, Ownership::default()).unwrap();
+        dir.write("drop", b"x", 0o400, Ownership::default()).unwrap();
         fs::write(temp.path().join(".state"), b"{}").unwrap();
         let removed = dir.remove_others(&BTreeSet::from(["keep".to_owned()])).unwrap();
         assert_eq!(removed, vec!["drop".to_owned()]);
@@ -157,7 +221,7 @@ mod tests {
     fn open_accepts_own_directory_again() {
         let temp = tempfile::tempdir().unwrap();
         let dir = SecretDir::open(temp.path()).unwrap();
-        dir.write("a", b"x", 0o400).unwrap();
+        dir.write("a", b"x", 0o400, Ownership::default()).unwrap();
         SecretDir::open(temp.path()).unwrap();
         assert!(temp.path().join("a").exists());
     }

@@ -121,13 +121,22 @@ async fn group_command(
     command: GroupCommand,
 ) -> Result<Response, ApiError> {
     let (_, owner) = state.reader.owners(None, Some(&name)).await?;
+    let secret_owner = match &command {
+        GroupCommand::AddGrant { secret } | GroupCommand::RemoveGrant { secret } => {
+            state.reader.metadata(secret).await?.0.and_then(|s| s.metadata.owner_group)
+        }
+        _ => None,
+    };
     let permission = match &command {
         GroupCommand::Create { owner_group, .. } => Permission::ManageGroup { owner: owner_group.as_deref() },
         GroupCommand::Delete => Permission::DeleteGroup { owner: owner.as_deref() },
         GroupCommand::AddMember { .. } | GroupCommand::RemoveMember { .. } => {
             Permission::ManageGroup { owner: owner.as_deref() }
         }
-        GroupCommand::AddGrant { .. } | GroupCommand::RemoveGrant { .. } => Permission::Administer,
+        // Granting a secret is managing who reads it: a right of the secret's owners.
+        GroupCommand::AddGrant { .. } | GroupCommand::RemoveGrant { .. } => {
+            Permission::ManageSecret { owner: secret_owner.as_deref() }
+        }
     };
     state.require(&client, permission).await?;
     let context = write_context(&client, &headers)?;

@@ -62,8 +62,8 @@ pub(super) fn routes() -> Router<AppState> {
 /// operator tokens.
 pub fn public_router(state: AppState) -> Router {
     let token_routes = Router::new()
-        .route("/v1/secrets", get(super::list_secrets))
-        .route("/v1/secrets/{name}", put(super::put_secret))
+        .route("/v1/secrets", get(super::secrets::list_secrets))
+        .route("/v1/secrets/{name}", put(super::secrets::put_secret))
         .route("/v1/status", get(super::status))
         .merge(super::entities::routes())
         .route("/v1/operators", get(super::operators::list_operators))

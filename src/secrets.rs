@@ -1,9 +1,9 @@
 //! Commands on secrets: write, roll back, set metadata, delete, restore, destroy and expire.
 //!
-//! Each command reads the secret's state at the stream head: it takes the last event
-//! on the secret's subject, waits until this node's read model has applied it, and
-//! decides from the read model's record, which the fold keeps for exactly that
-//! event. The publish then states that event's sequence, so a concurrent change
+//! Each command reads the secret's state at the stream head. It takes the last event
+//! on the secret's subject and waits until this node's read model has applied it.
+//! It then decides from the read model's record, which the fold keeps for exactly
+//! that event. The publish then states that event's sequence, so a concurrent change
 //! makes the command decide again or fail with a conflict.
 
 pub mod expiry;
@@ -39,7 +39,7 @@ const STATE_WAIT: Duration = Duration::from_secs(5);
 /// Principal of the events the server records on its own, such as expiries.
 pub const SERVER_PRINCIPAL: &str = "watchword-server";
 
-/// How a write changes the secret's metadata.
+/// The change a write makes to the secret's metadata.
 #[derive(Debug, Clone)]
 pub enum MetadataChange {
     /// Keep the current metadata (a new secret starts with empty metadata).
@@ -142,8 +142,8 @@ impl Secrets {
     ) -> Result<Committed, WriteError> {
         validate_secret_name(name)?;
         self.append(name, context, |state, revision, id| async move {
+            require(roles, Permission::ManageSecret { owner: owner_of(state.as_ref()) })?;
             let state = require_status(name, state, &[SecretStatus::Active])?;
-            require(roles, Permission::ManageSecret { owner: state.metadata.owner_group.as_deref() })?;
             let source = self.readable_version(&state, from).await?;
             let content = self.reader.version_content(name, &source).await?;
             let version =
@@ -168,8 +168,8 @@ impl Secrets {
         };
         let committed = self
             .append(name, context, |state, _, _| async move {
+                authorize_write(roles, state.as_ref(), Some(metadata))?;
                 let state = require_status(name, state, &[SecretStatus::Active])?;
-                authorize_write(roles, Some(&state), Some(metadata))?;
                 self.check_metadata(name, Some(&state), metadata).await?;
                 let body = MetadataSet { metadata: metadata.clone() };
                 Ok(Draft { kind: KIND_SECRET_METADATA_SET, body: encode_body(&body), data_key: None })
@@ -200,8 +200,8 @@ impl Secrets {
     ) -> Result<Committed, WriteError> {
         validate_secret_name(name)?;
         self.append(name, context, |state, _, _| async move {
-            let state = require_status(name, state, &[from])?;
-            require(roles, Permission::ManageSecret { owner: state.metadata.owner_group.as_deref() })?;
+            require(roles, Permission::ManageSecret { owner: owner_of(state.as_ref()) })?;
+            require_status(name, state, &[from])?;
             Ok(Draft { kind, body: encode_body(&Empty {}), data_key: None })
         })
         .await
@@ -222,8 +222,8 @@ impl Secrets {
             .append(name, context, |state, _, _| {
                 let doomed = &doomed;
                 async move {
-                    let state = require_status(name, state, &[SecretStatus::Active, SecretStatus::Deleted])?;
-                    require(roles, Permission::DestroySecret { owner: state.metadata.owner_group.as_deref() })?;
+                    require(roles, Permission::DestroySecret { owner: owner_of(state.as_ref()) })?;
+                    require_status(name, state, &[SecretStatus::Active, SecretStatus::Deleted])?;
                     let (versions, _) = self.reader.versions(name).await?;
                     let (keys, draft) = match version {
                         None => {
@@ -248,8 +248,8 @@ impl Secrets {
             })
             .await?;
 
-        // The event is committed: the destruction stands even if erasing fails now,
-        // and `erase_destroyed_keys` finishes it at the next start.
+        // The event is committed, so the destruction is recorded even if erasing fails
+        // now, and `erase_destroyed_keys` finishes it at the next start.
         let keys = std::mem::take(&mut *doomed.lock().expect("no panic while holding this lock"));
         for key in keys {
             if let Err(error) = self.writer.store().erase_data_key(&key).await {
@@ -413,7 +413,7 @@ impl Secrets {
     }
 
     /// Waits until this node's read model reflects a commit, so the next check of a
-    /// file name sees it. Past the bound the commit stands all the same.
+    /// file name finds it. Past the bound the commit is kept all the same.
     async fn settle(&self, committed: &Committed) {
         if let Err(error) = self.reader.wait_for(committed.sequence, STATE_WAIT).await {
             tracing::debug!(event.seq = committed.sequence, %error, "commit not yet projected");
@@ -512,6 +512,12 @@ fn require_status(name: &str, state: Option<SecretState>, allowed: &[SecretStatu
         }
         _ => Err(WriteError::NotFound(Aggregate::secret(name))),
     }
+}
+
+/// Returns the owner group of a secret that exists. Permissions are checked before
+/// the secret's status, so a caller without rights learns nothing about it.
+fn owner_of(state: Option<&SecretState>) -> Option<&str> {
+    state.and_then(|s| s.metadata.owner_group.as_deref())
 }
 
 fn store_key(version: &SecretVersion) -> String {

@@ -4,7 +4,7 @@ mod common;
 
 use common::stack::Stack;
 use reqwest::Method;
-use watchword::client::{ApiClient, ClientError, CreateRequest, PutOptions};
+use watchword::client::{ApiClient, ClientError, Conditions, CreateRequest, PutOptions};
 
 const ROLES: [&str; 5] = ["operator", "auditor", "owner", "automation", "nobody"];
 
@@ -131,4 +131,94 @@ async fn invalid_role_rejected() {
     let error = stack.client("operator").set_roles(&id("owner"), &["root"]).await.unwrap_err();
     assert!(matches!(&error, ClientError::Api { status: 400, .. }), "{error}");
     assert!(error.to_string().contains("invalid role \"root\""), "{error}");
+}
+
+/// Runs every secret operation as `role` on secrets named after it: `t-<role>`,
+/// owned by group "team", and `o-<role>`, owned by group "other".
+async fn secret_row(operator: &ApiClient, caller: &ApiClient, role: &str) -> Vec<(&'static str, Outcome)> {
+    let (team, other) = (format!("t-{role}"), format!("o-{role}"));
+    let owned_by = |group: &str| PutOptions { owner_group: Some(group.to_owned()), ..Default::default() };
+    for content in [b"one".as_slice(), b"two"] {
+        operator.put_secret(&team, content.to_vec(), &owned_by("team")).await.unwrap();
+    }
+    operator.put_secret(&other, b"x".to_vec(), &owned_by("other")).await.unwrap();
+    operator.create_group(&create(&format!("r-{role}"), "team")).await.unwrap();
+    let none = Conditions::default();
+    let rollback = serde_json::json!({ "version": 1 });
+    let metadata = watchword::secrets::metadata::MetadataJson {
+        owner_group: Some("team".to_owned()),
+        description: "changed".to_owned(),
+        ..Default::default()
+    };
+
+    vec![
+        (
+            "create owned by team",
+            outcome(caller.put_secret(&format!("n-{role}"), b"x".to_vec(), &owned_by("team")).await),
+        ),
+        (
+            "create owned by other",
+            outcome(caller.put_secret(&format!("p-{role}"), b"x".to_vec(), &owned_by("other")).await),
+        ),
+        ("update team secret", outcome(caller.put_secret(&team, b"three".to_vec(), &PutOptions::default()).await)),
+        ("update other secret", outcome(caller.put_secret(&other, b"y".to_vec(), &PutOptions::default()).await)),
+        ("show team secret", outcome(caller.get_metadata(&team).await)),
+        ("list team versions", outcome(caller.list_versions(&team).await)),
+        ("read earlier version", outcome(caller.get_version(&team, 1).await)),
+        ("set metadata", outcome(caller.put_metadata(&team, &metadata, &none).await)),
+        (
+            "grant team secret",
+            outcome(caller.command(Method::PUT, &["groups", &format!("r-{role}"), "grants", &team]).await),
+        ),
+        (
+            "grant other secret",
+            outcome(caller.command(Method::PUT, &["groups", &format!("r-{role}"), "grants", &other]).await),
+        ),
+        ("roll back", outcome(caller.secret_command(Method::POST, &team, "rollback", Some(&rollback), &none).await)),
+        (
+            "destroy version",
+            outcome(caller.secret_command(Method::POST, &team, "versions/1/destroy", None, &none).await),
+        ),
+        ("delete", outcome(caller.secret_command(Method::DELETE, &team, "", None, &none).await)),
+        ("restore", outcome(caller.secret_command(Method::POST, &team, "restore", None, &none).await)),
+        ("destroy other secret", outcome(caller.secret_command(Method::POST, &other, "destroy", None, &none).await)),
+    ]
+}
+
+#[tokio::test]
+async fn secret_owners_manage_only_their_secrets() {
+    use Outcome::{Allowed as A, Denied as D, Hidden as H};
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.set_roles(&id("auditor"), &["auditor"]).await.unwrap();
+    operator.set_roles(&id("owner"), &["owner:team"]).await.unwrap();
+    operator.set_roles(&id("automation"), &["automation:team"]).await.unwrap();
+
+    // Columns as in every_role_against_every_route. Changes are refused with 403;
+    // reading content that the caller may not read looks like a missing secret.
+    let expected: [(&str, [Outcome; 5]); 15] = [
+        ("create owned by team", [A, D, A, A, D]),
+        ("create owned by other", [A, D, D, D, D]),
+        ("update team secret", [A, D, A, A, D]),
+        ("update other secret", [A, D, D, D, D]),
+        ("show team secret", [A, A, A, A, H]),
+        ("list team versions", [A, A, A, A, H]),
+        ("read earlier version", [A, H, A, H, H]),
+        ("set metadata", [A, D, A, A, D]),
+        ("grant team secret", [A, D, A, A, D]),
+        ("grant other secret", [A, D, D, D, D]),
+        ("roll back", [A, D, A, A, D]),
+        ("destroy version", [A, D, A, D, D]),
+        ("delete", [A, D, A, A, D]),
+        ("restore", [A, D, A, A, D]),
+        ("destroy other secret", [A, D, D, D, D]),
+    ];
+
+    for (column, role) in ROLES.iter().enumerate() {
+        let outcomes = secret_row(&operator, &stack.client(role), role).await;
+        for ((operation, got), (expected_operation, cells)) in outcomes.iter().zip(expected.iter()) {
+            assert_eq!(operation, expected_operation);
+            assert_eq!(*got, cells[column], "{role}: {operation}");
+        }
+    }
 }

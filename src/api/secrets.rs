@@ -335,7 +335,7 @@ fn write_response(name: &str, version: u64, committed: Committed) -> Response {
     (status, [(header::ETAG, etag)], Json(body)).into_response()
 }
 
-/// Answers a lifecycle command with the secret's current version after it.
+/// Builds the response to a lifecycle command, with the secret's current version after it.
 async fn lifecycle_response(state: &AppState, name: &str, committed: Committed) -> Result<Response, ApiError> {
     wait_for_projection(state, &committed).await;
     let version = match content_version(&committed.event) {
@@ -622,8 +622,8 @@ async fn list_expiring(
 }
 
 /// Lists secrets for the caller. Administrators and auditors see every secret,
-/// owners and automation the secrets of their groups, clients the secrets they may
-/// read; `all` adds deleted and destroyed secrets for the first three.
+/// owners and automation the secrets of their groups, and clients the secrets they
+/// may read. With `all`, operators also get deleted and destroyed secrets.
 async fn listed_secrets(state: &AppState, client: &ClientIdentity, all: bool) -> Result<SecretList, ApiError> {
     let (secrets, sequence) = state.reader.list().await?;
     let roles = state.roles(client).await?;

@@ -8,8 +8,8 @@ use crate::signer::now_micros;
 
 /// Records a `secret.version_expired` event for each current version whose expiry
 /// time passed, until the server stops. Computes stop receiving such a version at
-/// its expiry time whether or not the event is recorded yet; the event tells change
-/// subscribers and auditors when it happened.
+/// its expiry time whether or not the event is recorded yet. The event records for
+/// change subscribers and auditors when it happened.
 ///
 /// At start it also erases the data keys of destroyed versions that a crash left behind.
 pub async fn run(secrets: Secrets, config: ExpiryConfig, mut stopping: watch::Receiver<bool>) {

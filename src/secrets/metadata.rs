@@ -139,9 +139,9 @@ fn check_label_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A file name is one path component that cannot be taken for agent state: not
-/// empty, no `/`, no NUL or other control characters, not starting with `.`, at
-/// most 255 bytes.
+/// Checks that a file name is one path component that cannot be taken for agent
+/// state: not empty, no `/`, no NUL or other control characters, not starting with
+/// `.`, at most 255 bytes.
 pub fn check_file_name(file_name: &str) -> Result<(), String> {
     let problem = if file_name.is_empty() {
         Some("is empty")

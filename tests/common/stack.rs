@@ -137,6 +137,15 @@ impl Stack {
         format!("https://{}", enrol.trim())
     }
 
+    /// Appends TOML sections such as `[limits]` to the server's configuration and
+    /// restarts the server with them.
+    pub fn configure(&mut self, sections: &str) {
+        self.terminate_server();
+        let config = std::fs::read_to_string(self.server_config()).unwrap();
+        std::fs::write(self.server_config(), format!("{config}\n{sections}\n")).unwrap();
+        self.start_server();
+    }
+
     /// Stops the server with SIGTERM and returns how long it took to exit.
     pub fn terminate_server(&mut self) -> Duration {
         let mut child = self.server.take().expect("a running server");
@@ -208,6 +217,17 @@ impl Stack {
     /// Starts `watchword-agent` with the certificate and key given; `tag` names its
     /// directory. Returns its secrets directory.
     pub fn start_agent_with(&mut self, cert: &Path, key: &Path, tag: &str) -> PathBuf {
+        self.spawn_agent(cert, key, tag, "")
+    }
+
+    /// Starts `watchword-agent` as `identity` with extra lines in its configuration.
+    pub fn start_agent_configured(&mut self, identity: &str, settings: &str) -> PathBuf {
+        let certs = self.certs();
+        let (cert, key) = (certs.join(format!("{identity}.crt")), certs.join(format!("{identity}.key")));
+        self.spawn_agent(&cert, &key, identity, settings)
+    }
+
+    fn spawn_agent(&mut self, cert: &Path, key: &Path, tag: &str, settings: &str) -> PathBuf {
         let certs = self.certs();
         let identity = tag;
         let agent_dir = self.dir.path().join(format!("agent-{identity}"));
@@ -216,7 +236,7 @@ impl Stack {
         std::fs::write(
             &config,
             format!(
-                "server = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nsecrets_dir = \"secrets\"\nwatch_timeout_secs = 5\n",
+                "server = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nsecrets_dir = \"secrets\"\nwatch_timeout_secs = 5\n{settings}\n",
                 self.server_url,
                 certs.join("ca.crt").display(),
                 cert.display(),

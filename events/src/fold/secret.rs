@@ -210,9 +210,9 @@ fn describe(version: &SecretVersion) -> &'static str {
     if version.destroyed { "destroyed" } else { "expired" }
 }
 
-/// Returns the version with its ciphertext removed. The data key it was sealed
-/// under is erased from the data-key store, so the content is gone either way; the
-/// read model drops the ciphertext too so no copy of it outlives the destruction.
+/// Returns the version with its ciphertext removed. The server erases the data key
+/// the version was sealed under, so the content is gone either way. The read model
+/// drops the ciphertext too, so no copy of it outlives the destruction.
 fn destroyed(version: SecretVersion) -> SecretVersion {
     SecretVersion { destroyed: true, content: SealedContent { nonce: [0; 12], ciphertext: Vec::new() }, ..version }
 }

@@ -135,7 +135,10 @@ impl ClientCa {
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = now - Duration::minutes(5);
+        // Backdating tolerates clients whose clocks run behind, but by at most a
+        // quarter of the lifetime, so that agents, which renew when a third of the
+        // validity period is left, do not renew a short-lived certificate at once.
+        params.not_before = now - Duration::minutes(5).min(self.lifetime / 4);
         params.not_after = now + self.lifetime;
         let serial = random_serial();
         params.serial_number = Some(serial.clone());

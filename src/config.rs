@@ -69,6 +69,18 @@ pub struct CaConfig {
     /// Lifetime of issued client certificates, in hours. Default 24.
     #[serde(default = "default_leaf_hours")]
     pub leaf_hours: u64,
+    /// Lifetime of issued client certificates in seconds, for lifetimes shorter than
+    /// an hour; overrides `leaf_hours` when set. 60 to 7776000 (90 days).
+    #[serde(default)]
+    pub leaf_secs: Option<u64>,
+}
+
+impl CaConfig {
+    /// Returns the lifetime of issued client certificates.
+    pub fn leaf_lifetime(&self) -> std::time::Duration {
+        let secs = self.leaf_secs.unwrap_or(self.leaf_hours.saturating_mul(3600));
+        std::time::Duration::from_secs(secs)
+    }
 }
 
 fn default_leaf_hours() -> u64 {
@@ -292,6 +304,11 @@ impl ResolvePaths for ServerConfig {
             }
             if !(1..=24 * 90).contains(&ca.leaf_hours) {
                 return Err(format!("ca.leaf_hours {} must be between 1 and 2160 (90 days)", ca.leaf_hours));
+            }
+            if let Some(secs) = ca.leaf_secs
+                && !(60..=90 * 86_400).contains(&secs)
+            {
+                return Err(format!("ca.leaf_secs {secs} must be between 60 and 7776000 (90 days)"));
             }
         }
         let limits = &self.limits;

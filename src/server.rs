@@ -128,7 +128,8 @@ fn load_ca(config: &ServerConfig, hsm: &Hsm) -> Result<Option<Arc<ClientCa>>, St
     };
     let label = config.hsm.ca_key_label.clone().unwrap_or_default();
     let key = HsmCaKey::new(hsm).map_err(|e| StartError::Config(e.to_string()))?;
-    let lifetime = time::Duration::hours(i64::try_from(ca_config.leaf_hours).unwrap_or(24));
+    let lifetime = time::Duration::try_from(ca_config.leaf_lifetime())
+        .map_err(|e| StartError::Config(format!("ca.leaf_secs or ca.leaf_hours: {e}")))?;
     let ca = ClientCa::load(key, &ca_config.cert, lifetime, &label).map_err(|e| StartError::Config(e.to_string()))?;
     Ok(Some(Arc::new(ca)))
 }

@@ -217,3 +217,38 @@ fn files(dir: &Path) -> std::collections::BTreeSet<String> {
         })
         .unwrap_or_default()
 }
+
+/// A running agent renews its certificate when a third of its lifetime is left,
+/// and goes on receiving changes with the new one.
+#[tokio::test]
+async fn agent_renews_short_lived_certificate() {
+    let mut stack = Stack::start().await;
+    let url = stack.enable_enrolment();
+    // The line lands in the [ca] section, the last of the configuration.
+    stack.configure("leaf_secs = 60");
+    let token = register(&stack.client("operator"), 600).await;
+    let (cert, key) = enrol(&stack, &url, &token, "renewal").unwrap();
+    let first = std::fs::read(&cert).unwrap();
+    let secrets = stack.start_agent_with(&cert, &key, "web-7");
+    let file = secrets.join("web-db");
+    common::stack::eventually("the granted secret", async || (std::fs::read(&file).ok()? == b"s3cret").then_some(()))
+        .await;
+
+    // The certificate lives 75 s (60 s ahead, 15 s back), so renewal is due 25 s
+    // before it expires; allow for a whole watch timeout on top.
+    let renewed = async {
+        loop {
+            if std::fs::read(&cert).unwrap() != first {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(90), renewed).await.expect("the agent renews its certificate");
+
+    stack.client("operator").put_secret("web-db", b"rotated".to_vec(), &PutOptions::default()).await.unwrap();
+    common::stack::eventually("the rotated secret", async || (std::fs::read(&file).ok()? == b"rotated").then_some(()))
+        .await;
+    let log = std::fs::read_to_string(secrets.parent().unwrap().join("agent.log")).unwrap();
+    assert!(log.contains("client certificate renewed"), "{log}");
+}

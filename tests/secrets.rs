@@ -269,3 +269,23 @@ async fn earlier_versions_hidden_from_readers() {
     let stranger = stack.client("nobody").list_versions("app/rotated").await.unwrap_err();
     assert!(matches!(stranger, ClientError::Api { status: 404, .. }), "{stranger}");
 }
+
+#[tokio::test]
+async fn fifty_concurrent_creates_one_succeeds() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let absent = PutOptions { conditions: Conditions { if_absent: true, ..Default::default() }, ..Default::default() };
+    let creates = (0..50).map(|i| {
+        let (client, options) = (operator.clone(), absent.clone());
+        tokio::spawn(async move { client.put_secret("app/once", format!("creator {i}").into_bytes(), &options).await })
+    });
+    let results: Vec<_> = futures::future::join_all(creates).await.into_iter().map(Result::unwrap).collect();
+
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 1, "exactly one create wins");
+    for error in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(error, ClientError::Api { status: 409, current_revision: Some(1), .. }), "{error}");
+    }
+    let versions = operator.list_versions("app/once").await.unwrap().versions;
+    assert_eq!(versions.len(), 1, "the losers wrote no version");
+}

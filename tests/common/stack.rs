@@ -73,6 +73,7 @@ impl Stack {
     pub fn start_server(&mut self) {
         let ready = self.dir.path().join("server.ready");
         let _ = std::fs::remove_file(&ready);
+        let _ = std::fs::remove_file(ready.with_extension("public"));
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_watchword"))
@@ -100,9 +101,18 @@ impl Stack {
         };
         self.server_url = format!("https://{address}");
 
-        // Later restarts bind the same port, so running agents and clients reconnect.
+        // Later restarts bind the same ports, so running agents and clients reconnect.
+        let public = std::fs::read_to_string(ready.with_extension("public")).ok();
         let config = std::fs::read_to_string(self.server_config()).unwrap();
-        std::fs::write(self.server_config(), config.replace("127.0.0.1:0", &address)).unwrap();
+        let pinned: Vec<String> = config
+            .lines()
+            .map(|line| match (line.split_once(" = ").map(|(key, _)| key), &public) {
+                (Some("listen"), _) => format!("listen = \"{address}\""),
+                (Some("public_listen"), Some(public)) => format!("public_listen = \"{}\"", public.trim()),
+                _ => line.to_owned(),
+            })
+            .collect();
+        std::fs::write(self.server_config(), pinned.join("\n") + "\n").unwrap();
     }
 
     /// Turns enrolment on: creates the HSM CA certificate with `watchword ca init`,

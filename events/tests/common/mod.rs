@@ -16,7 +16,7 @@ use watchword_events::body::{
     KIND_CLIENT_CREATED, KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED,
     KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED,
     KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
-    SigningKeyCertified, encode_body,
+    SecretVersionAddedV2, SigningKeyCertified, encode_body,
 };
 use watchword_events::error::ApplyError;
 use watchword_events::event::Event;
@@ -85,6 +85,22 @@ pub fn version_added(content_version: u64) -> SecretVersionAdded {
         },
         size: 5,
         mode: Some(0o440),
+    }
+}
+
+/// Returns a version-2 body without expiry, rollback or metadata, whose bytes
+/// derive from `content_version` as those of [`version_added`] do.
+pub fn version_added_v2(content_version: u64) -> SecretVersionAddedV2 {
+    let body = version_added(content_version);
+    SecretVersionAddedV2 {
+        version: body.version,
+        content: body.content,
+        data_key: body.data_key,
+        size: body.size,
+        digest: [content_version as u8 ^ 0x3c; 32],
+        expires_at_micros: None,
+        rolled_back_from: None,
+        metadata: None,
     }
 }
 

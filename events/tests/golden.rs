@@ -1022,6 +1022,9 @@ fn format_md_body_dumps_match_vectors() {
         "15-client-enrolment-token-issued.json",
         "16-client-certificate-issued-enrolment.json",
         "17-client-certificate-issued-renewal.json",
+        "18-secret-version-added-v2-metadata.json",
+        "20-secret-metadata-set.json",
+        "22-secret-version-expired.json",
     ] {
         let document = read_json(&vectors_dir().join(file));
         let dump = format_md_dump(&format!("<!-- golden-body: {file} -->"));

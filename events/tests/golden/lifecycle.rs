@@ -307,7 +307,7 @@ struct Expected {
     without_digest: Vec<u64>,
     destroyed: Vec<u64>,
     expired: Vec<u64>,
-    /// The file name that the secret claims; `None` once it is destroyed.
+    /// The file name that the secret claims, or `None` once it is destroyed.
     file_name: Option<String>,
     /// Whether the golden client may read the secret once a group grants it to the
     /// client (see [`grant_messages`]).
@@ -321,7 +321,7 @@ struct After {
     file: &'static str,
     golden: Expected,
     checkout: Option<Expected>,
-    /// The expiry index: (expiry time, secret) of current versions that have not expired.
+    /// The expiry index: (expiry time, secret) of current versions neither expired nor destroyed.
     expiries: Vec<(i64, String)>,
 }
 
@@ -378,7 +378,7 @@ fn expected_states() -> Vec<After> {
     expiries.push((rollback_expiry(), SECRET_NAME.to_owned()));
     record("21-secret-version-added-v2-rollback.json", &golden, &checkout, &expiries);
 
-    // An expired version is not servable, but the read rule looks at the status only.
+    // An expired version is not servable, but the read rule checks the status only.
     let expired = checkout.as_mut().expect("created by vector 18");
     expired.expired = vec![1];
     expired.servable = false;

@@ -8,7 +8,10 @@ use crate::event::Aggregate;
 pub enum DecodeError {
     #[error("malformed MessagePack: {0}")]
     Malformed(String),
-    #[error("not in canonical encoding (a value is encoded wider than needed, or bytes follow the value)")]
+    #[error(
+        "not in canonical encoding (a value is encoded wider than needed, map keys are out of order or repeated, \
+         or bytes follow the value)"
+    )]
     NonCanonical,
     #[error("unsupported envelope format version {0}; this build reads version 1")]
     UnsupportedFormat(u8),

@@ -4,7 +4,11 @@
 mod common;
 
 use ed25519_dalek::SigningKey;
-use watchword_events::error::{ApplyError, DecodeError, VerifyError};
+use watchword_events::body::{
+    Delivery, KIND_SECRET_METADATA_SET, KIND_SECRET_VERSION_ADDED_V2, MetadataSet, SecretMetadata,
+    SecretVersionAddedV2, decode_body, encode_body,
+};
+use watchword_events::error::{ApplyError, DecodeError, FoldError, VerifyError};
 use watchword_events::event::Event;
 use watchword_events::fold::MemoryState;
 use watchword_events::verify::sign;
@@ -271,5 +275,108 @@ fn canonical_variants_decode_back_to_equal_events() {
         let signed = event.to_signed_bytes();
         assert_eq!(signed, msgpack::envelope(&event), "the specification's encoder disagrees");
         assert_eq!(Event::from_signed_bytes(&signed), Ok(event));
+    }
+}
+
+/// Returns metadata whose labels the tests below encode by hand.
+fn labelled_metadata() -> SecretMetadata {
+    SecretMetadata {
+        owner_group: None,
+        description: "labelled".to_owned(),
+        labels: Default::default(),
+        delivery: Delivery { mode: Some(0o400), ..Default::default() },
+    }
+}
+
+/// Returns a `secret.metadata_set` body whose labels map is `labels`, already encoded.
+fn metadata_set_with_labels(labels: &[u8]) -> Vec<u8> {
+    array(&[msgpack::metadata_with_labels(&labelled_metadata(), labels)])
+}
+
+#[test]
+fn sorted_labels_decode() {
+    // Keys sort by their UTF-8 bytes: upper case before lower case, and any
+    // non-ASCII character after every ASCII one.
+    let entries = [("Zone", "1"), ("app", "web"), ("team", "payments"), ("z", ""), ("é", "accent")];
+    let body = metadata_set_with_labels(&msgpack::str_map(&entries));
+
+    let decoded: MetadataSet = decode_body(&body).expect("sorted labels are canonical");
+    let keys: Vec<&str> = decoded.metadata.labels.keys().map(String::as_str).collect();
+    assert_eq!(keys, entries.map(|(key, _)| key));
+    assert_eq!(encode_body(&decoded), body, "the labels re-encode in the same order");
+}
+
+#[test]
+fn unsorted_or_repeated_labels_are_noncanonical() {
+    let cases: [(&str, Vec<u8>); 7] = [
+        ("two keys swapped", msgpack::str_map(&[("team", "payments"), ("env", "production")])),
+        ("case-insensitive order", msgpack::str_map(&[("app", "web"), ("Zone", "1")])),
+        ("non-ASCII before ASCII", msgpack::str_map(&[("é", "accent"), ("z", "")])),
+        ("last key first", msgpack::str_map(&[("c", "3"), ("a", "1"), ("b", "2")])),
+        ("same key, other values", msgpack::str_map(&[("env", "production"), ("env", "staging")])),
+        ("same key and value", msgpack::str_map(&[("env", "production"), ("env", "production")])),
+        ("repeat after another key", msgpack::str_map(&[("a", "1"), ("b", "2"), ("a", "1")])),
+    ];
+    for (case, labels) in cases {
+        let body = metadata_set_with_labels(&labels);
+        assert_eq!(decode_body::<MetadataSet>(&body), Err(DecodeError::NonCanonical), "{case}");
+    }
+}
+
+#[test]
+fn wide_or_misshapen_labels_are_rejected() {
+    let entries = [("env", "production"), ("team", "payments")];
+    let entries_bytes = &msgpack::str_map(&entries)[1..];
+    let map16 = [&[0xde, 0x00, 0x02][..], entries_bytes].concat();
+    let map32 = [&[0xdf, 0x00, 0x00, 0x00, 0x02][..], entries_bytes].concat();
+    for (case, labels) in [("map 16 header", map16), ("map 32 header", map32)] {
+        let body = metadata_set_with_labels(&labels);
+        assert_eq!(decode_body::<MetadataSet>(&body), Err(DecodeError::NonCanonical), "{case}");
+    }
+
+    let malformed: [(&str, Vec<u8>); 4] = [
+        ("array of pairs", array(&[array(&[str("env"), str("production")])])),
+        ("integer value", [vec![0x81], str("env"), uint(1)].concat()),
+        ("nil value", [vec![0x81], str("env"), nil()].concat()),
+        ("map claiming 2^32 - 1 entries", vec![0xdf, 0xff, 0xff, 0xff, 0xff]),
+    ];
+    for (case, labels) in malformed {
+        let body = metadata_set_with_labels(&labels);
+        let error = decode_body::<MetadataSet>(&body).expect_err(case);
+        assert!(matches!(error, DecodeError::Malformed(_)), "{case}: {error:?}");
+    }
+}
+
+/// A reader stops at an event whose labels are out of order, whichever kind carries
+/// them, and the state stays as it was.
+#[test]
+fn events_with_unsorted_labels_are_rejected() {
+    let mut stream = Stream::bootstrapped();
+    let name = "db";
+    let unsorted = msgpack::str_map(&[("team", "payments"), ("env", "production")]);
+    let metadata = msgpack::metadata_with_labels(&labelled_metadata(), &unsorted);
+
+    let first = SecretVersionAddedV2 { metadata: Some(labelled_metadata()), ..common::version_added_v2(1) };
+    // The metadata is the last element of a version body, so the unsorted labels
+    // replace the tail of the canonical encoding.
+    let canonical = msgpack::version_added_v2_body(&first);
+    let metadata_start = canonical.len() - msgpack::metadata(&labelled_metadata()).len();
+    let version_body = [&canonical[..metadata_start], &metadata[..]].concat();
+    let set_body = array(&[metadata]);
+
+    let mut state = stream.memory_state();
+    let message = stream.next_message(Aggregate::secret(name), KIND_SECRET_VERSION_ADDED_V2, version_body);
+    assert_eq!(body_error(rejection(&mut state, &message)), DecodeError::NonCanonical, "secret.version_added.v2");
+
+    stream.append(Aggregate::secret(name), KIND_SECRET_VERSION_ADDED_V2, encode_body(&first));
+    let mut state = stream.memory_state();
+    let message = stream.next_message(Aggregate::secret(name), KIND_SECRET_METADATA_SET, set_body);
+    assert_eq!(body_error(rejection(&mut state, &message)), DecodeError::NonCanonical, "secret.metadata_set");
+}
+
+fn body_error(error: ApplyError) -> DecodeError {
+    match error {
+        ApplyError::Fold { source: FoldError::Body { source, .. }, .. } => source,
+        other => panic!("expected a body decode error, got {other}"),
     }
 }

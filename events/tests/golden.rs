@@ -8,6 +8,8 @@
 //! change to a file that a release has already shipped.
 
 mod common;
+#[path = "golden/lifecycle.rs"]
+mod lifecycle;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,9 +22,11 @@ use watchword_events::body::{
     CertificateIssued, Created, DataKeyRef, Empty, EnrolmentTokenIssued, Grant, KIND_CLIENT_CERTIFICATE_ISSUED,
     KIND_CLIENT_CREATED, KIND_CLIENT_DELETED, KIND_CLIENT_DISABLED, KIND_CLIENT_ENABLED,
     KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED, KIND_GROUP_GRANT_ADDED,
-    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_VERSION_ADDED,
-    KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded, SigningKeyCertified, content_aad,
-    data_key_aad, decode_body, encode_body,
+    KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED, KIND_SECRET_DELETED,
+    KIND_SECRET_DESTROYED, KIND_SECRET_METADATA_SET, KIND_SECRET_RESTORED, KIND_SECRET_VERSION_ADDED,
+    KIND_SECRET_VERSION_ADDED_V2, KIND_SECRET_VERSION_DESTROYED, KIND_SECRET_VERSION_EXPIRED,
+    KIND_SIGNING_KEY_CERTIFIED, Membership, MetadataSet, SealedContent, SecretMetadata, SecretVersionAdded,
+    SecretVersionAddedV2, SigningKeyCertified, VersionRef, content_aad, data_key_aad, decode_body, encode_body,
 };
 use watchword_events::event::Event;
 use watchword_events::fold::{MemoryState, apply_message, may_read};
@@ -78,7 +82,7 @@ struct Vector {
     sequence: u64,
     event: Event,
     key: SigningKey,
-    /// The wrapped data key that a `secret.version_added` body commits to.
+    /// The wrapped data key that a version body commits to.
     wrapped_data_key: Option<&'static [u8]>,
     /// The enrolment token whose SHA-256 the body records.
     enrolment_token: Option<&'static str>,
@@ -204,6 +208,8 @@ fn vectors() -> Vec<Vector> {
     vectors.extend(access_vectors());
     let client_deleted = event_of(&vectors, "13-client-deleted.json").clone();
     vectors.extend(enrolment_vectors(&client_deleted));
+    let golden_last = event_of(&vectors, "03-secret-version-added-second.json").clone();
+    vectors.extend(lifecycle::lifecycle_vectors(&golden_last));
     vectors
 }
 
@@ -235,7 +241,7 @@ fn access_event(
     }
 }
 
-/// Returns the recorded time of the access and enrolment vector at stream `sequence`:
+/// Returns the recorded time of the access, enrolment and lifecycle vector at stream `sequence`:
 /// one second per sequence after [`FIRST_MICROS`].
 fn recorded_at(sequence: u64) -> i64 {
     FIRST_MICROS + (sequence as i64 - 1) * 1_000_000
@@ -473,7 +479,9 @@ fn enrolment_vectors(client_deleted: &Event) -> Vec<Vector> {
 }
 
 /// Whether the golden client may read the golden secret after each stored vector.
-const READ_AFTER: [(&str, bool); 17] = [
+/// From vector 12 on the client is in no group, so the lifecycle vectors check the
+/// read rule through a grant of their own (see `lifecycle.rs`).
+const READ_AFTER: [(&str, bool); 27] = [
     ("01-signing-key-certified.json", false),
     ("02-secret-version-added-first.json", false),
     ("03-secret-version-added-second.json", false),
@@ -491,6 +499,16 @@ const READ_AFTER: [(&str, bool); 17] = [
     ("15-client-enrolment-token-issued.json", false),
     ("16-client-certificate-issued-enrolment.json", false),
     ("17-client-certificate-issued-renewal.json", false),
+    ("18-secret-version-added-v2-metadata.json", false),
+    ("19-secret-version-added-v2-upgrade.json", false),
+    ("20-secret-metadata-set.json", false),
+    ("21-secret-version-added-v2-rollback.json", false),
+    ("22-secret-version-expired.json", false),
+    ("23-secret-version-destroyed.json", false),
+    ("24-secret-deleted.json", false),
+    ("25-secret-restored.json", false),
+    ("26-secret-destroyed.json", false),
+    ("27-secret-version-added-v2-incarnation.json", false),
 ];
 
 fn vectors_dir() -> PathBuf {
@@ -548,24 +566,44 @@ fn body_json(event: &Event) -> Value {
             let body: SecretVersionAdded = decode_body(&event.body).expect("a version_added body");
             json!({
                 "version": body.version,
-                "content": {
-                    "nonce_hex": hex::encode(body.content.nonce),
-                    "ciphertext_hex": hex::encode(&body.content.ciphertext),
-                },
-                "data_key": {
-                    "kek_id": body.data_key.kek_id,
-                    "store_key": body.data_key.store_key,
-                    "wrapped_sha256_hex": hex::encode(body.data_key.wrapped_sha256),
-                },
+                "content": content_json(&body.content),
+                "data_key": data_key_json(&body.data_key),
                 "size": body.size,
                 "mode": body.mode,
             })
+        }
+        KIND_SECRET_VERSION_ADDED_V2 => {
+            let body: SecretVersionAddedV2 = decode_body(&event.body).expect("a version_added.v2 body");
+            json!({
+                "version": body.version,
+                "content": content_json(&body.content),
+                "data_key": data_key_json(&body.data_key),
+                "size": body.size,
+                "digest_hex": hex::encode(body.digest),
+                "expires_at_micros": body.expires_at_micros,
+                "rolled_back_from": body.rolled_back_from,
+                "metadata": body.metadata.as_ref().map(metadata_json),
+            })
+        }
+        KIND_SECRET_METADATA_SET => {
+            let body: MetadataSet = decode_body(&event.body).expect("a metadata_set body");
+            json!({ "metadata": metadata_json(&body.metadata) })
+        }
+        KIND_SECRET_VERSION_DESTROYED | KIND_SECRET_VERSION_EXPIRED => {
+            let body: VersionRef = decode_body(&event.body).expect("a version reference body");
+            json!({ "version": body.version })
         }
         KIND_CLIENT_CREATED | KIND_GROUP_CREATED => {
             let body: Created = decode_body(&event.body).expect("a created body");
             json!({ "owner_group": body.owner_group, "description": body.description })
         }
-        KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED | KIND_GROUP_DELETED => {
+        KIND_CLIENT_DISABLED
+        | KIND_CLIENT_ENABLED
+        | KIND_CLIENT_DELETED
+        | KIND_GROUP_DELETED
+        | KIND_SECRET_DELETED
+        | KIND_SECRET_RESTORED
+        | KIND_SECRET_DESTROYED => {
             let Empty {} = decode_body(&event.body).expect("an empty body");
             json!({})
         }
@@ -594,6 +632,35 @@ fn body_json(event: &Event) -> Value {
         }
         other => panic!("no golden body layout for kind {other}"),
     }
+}
+
+fn content_json(content: &SealedContent) -> Value {
+    json!({ "nonce_hex": hex::encode(content.nonce), "ciphertext_hex": hex::encode(&content.ciphertext) })
+}
+
+fn data_key_json(data_key: &DataKeyRef) -> Value {
+    json!({
+        "kek_id": data_key.kek_id,
+        "store_key": data_key.store_key,
+        "wrapped_sha256_hex": hex::encode(data_key.wrapped_sha256),
+    })
+}
+
+/// Returns secret metadata as it appears in a vector file. JSON objects have no
+/// order, so the labels' order is in `body_hex` alone.
+fn metadata_json(metadata: &SecretMetadata) -> Value {
+    let delivery = &metadata.delivery;
+    json!({
+        "owner_group": metadata.owner_group,
+        "description": metadata.description,
+        "labels": metadata.labels,
+        "delivery": {
+            "file_name": delivery.file_name,
+            "owner": delivery.owner,
+            "group": delivery.group,
+            "mode": delivery.mode,
+        },
+    })
 }
 
 fn vector_document(vector: &Vector) -> Value {
@@ -729,11 +796,16 @@ fn stored_vectors_verify_and_fold() {
             .unwrap_or_else(|error| panic!("{name}: apply: {error}"));
     }
 
+    // The lifecycle vectors end with the golden secret's second incarnation. The
+    // state after each of them is checked in `lifecycle.rs`.
     let secret = state.secrets.get(SECRET_NAME).expect("the golden secret exists");
-    assert_eq!(secret.current.version, 2);
-    assert_eq!(secret.revision, 2);
-    assert_eq!(secret.sequence, 3);
-    assert_eq!(secret.metadata.delivery.mode, None);
+    assert_eq!(secret.current.version, 5);
+    assert_eq!(secret.incarnation, 2);
+    assert_eq!(secret.revision, 10);
+    assert_eq!(secret.sequence, 27);
+    assert_eq!(secret.metadata, SecretMetadata::default(), "a new incarnation starts with fresh metadata");
+    assert_eq!(state.versions[&(SECRET_NAME.to_owned(), 4)].rolled_back_from, Some(2));
+    assert_eq!(state.heads[&Aggregate::secret(lifecycle::CHECKOUT_SECRET)].version, 2);
     assert!(state.signing_keys.contains_key(&id_of(&signer())));
 
     // The access vectors delete the group and the client, whose chains remain. The
@@ -777,7 +849,8 @@ fn stored_vectors_follow_read_rule() {
 #[test]
 fn stored_aad_and_commitments_match() {
     for (name, document) in stored_vectors() {
-        if document["event"]["kind"] != KIND_SECRET_VERSION_ADDED {
+        let kind = &document["event"]["kind"];
+        if kind != KIND_SECRET_VERSION_ADDED && kind != KIND_SECRET_VERSION_ADDED_V2 {
             continue;
         }
         let secret = document["event"]["aggregate_id"].as_str().expect("aggregate id");
@@ -869,6 +942,11 @@ fn spec_encoder_matches_rmp_serde() {
         let body = match event.kind.as_str() {
             KIND_SIGNING_KEY_CERTIFIED => msgpack::certified_body(&decode_body(&event.body).expect("body")),
             KIND_SECRET_VERSION_ADDED => msgpack::version_added_body(&decode_body(&event.body).expect("body")),
+            KIND_SECRET_VERSION_ADDED_V2 => msgpack::version_added_v2_body(&decode_body(&event.body).expect("body")),
+            KIND_SECRET_METADATA_SET => msgpack::metadata_set_body(&decode_body(&event.body).expect("body")),
+            KIND_SECRET_VERSION_DESTROYED | KIND_SECRET_VERSION_EXPIRED => {
+                msgpack::version_ref_body(&decode_body(&event.body).expect("body"))
+            }
             KIND_CLIENT_CREATED | KIND_GROUP_CREATED => msgpack::created_body(&decode_body(&event.body).expect("body")),
             KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED => {
                 msgpack::membership_body(&decode_body(&event.body).expect("body"))
@@ -880,9 +958,13 @@ fn spec_encoder_matches_rmp_serde() {
             KIND_CLIENT_CERTIFICATE_ISSUED => {
                 msgpack::certificate_issued_body(&decode_body(&event.body).expect("body"))
             }
-            KIND_CLIENT_DISABLED | KIND_CLIENT_ENABLED | KIND_CLIENT_DELETED | KIND_GROUP_DELETED => {
-                msgpack::empty_body()
-            }
+            KIND_CLIENT_DISABLED
+            | KIND_CLIENT_ENABLED
+            | KIND_CLIENT_DELETED
+            | KIND_GROUP_DELETED
+            | KIND_SECRET_DELETED
+            | KIND_SECRET_RESTORED
+            | KIND_SECRET_DESTROYED => msgpack::empty_body(),
             other => panic!("no specification encoder for kind {other}"),
         };
         assert_eq!(body, event.body, "{}: body", vector.file);
@@ -940,6 +1022,9 @@ fn format_md_body_dumps_match_vectors() {
         "15-client-enrolment-token-issued.json",
         "16-client-certificate-issued-enrolment.json",
         "17-client-certificate-issued-renewal.json",
+        "18-secret-version-added-v2-metadata.json",
+        "20-secret-metadata-set.json",
+        "22-secret-version-expired.json",
     ] {
         let document = read_json(&vectors_dir().join(file));
         let dump = format_md_dump(&format!("<!-- golden-body: {file} -->"));

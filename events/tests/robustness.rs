@@ -6,7 +6,11 @@ mod common;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use watchword_events::body::{SecretVersionAdded, SigningKeyCertified, decode_body};
+use watchword_events::body::{
+    Delivery, KIND_SECRET_METADATA_SET, KIND_SECRET_VERSION_ADDED_V2, KIND_SECRET_VERSION_DESTROYED,
+    KIND_SECRET_VERSION_EXPIRED, MetadataSet, SecretMetadata, SecretVersionAdded, SecretVersionAddedV2,
+    SigningKeyCertified, VersionRef, decode_body, encode_body,
+};
 use watchword_events::event::Event;
 use watchword_events::fold::{MemoryState, apply_message};
 use watchword_events::verify::verify_message;
@@ -26,6 +30,9 @@ fn decode_everything(bytes: &[u8]) {
     let _ = Event::from_signed_bytes(bytes);
     let _ = decode_body::<SecretVersionAdded>(bytes);
     let _ = decode_body::<SigningKeyCertified>(bytes);
+    let _ = decode_body::<SecretVersionAddedV2>(bytes);
+    let _ = decode_body::<MetadataSet>(bytes);
+    let _ = decode_body::<VersionRef>(bytes);
 }
 
 /// Changes `bytes` in one to four random ways.
@@ -128,6 +135,73 @@ fn mutated_envelopes_signed_again_never_panic() {
     // mutations are not reaching the fold.
     assert!(applied > 0, "no mutation produced a valid event");
     assert!(rejected > 0, "no mutation was rejected");
+}
+
+/// Returns metadata with every field set and labels that sort, so mutations can
+/// reach each element of the metadata array.
+fn full_metadata() -> SecretMetadata {
+    SecretMetadata {
+        owner_group: Some("payments admins".to_owned()),
+        description: "API key".to_owned(),
+        labels: [("env", "production"), ("team", "payments")]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+        delivery: Delivery {
+            file_name: Some("api.env".to_owned()),
+            owner: Some("www-data".to_owned()),
+            group: Some("1001".to_owned()),
+            mode: Some(0o440),
+        },
+    }
+}
+
+#[test]
+fn mutated_lifecycle_bodies_signed_again_never_panic() {
+    // Each body is mutated, put in a correctly chained event and signed, so the
+    // body decoder and the lifecycle rules of the fold see the damaged bytes.
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut stream = Stream::bootstrapped();
+    let first = SecretVersionAddedV2 {
+        expires_at_micros: Some(1_767_225_700_000_000),
+        metadata: Some(full_metadata()),
+        ..common::version_added_v2(1)
+    };
+    stream.append(Aggregate::secret("db"), KIND_SECRET_VERSION_ADDED_V2, encode_body(&first));
+    let state = stream.memory_state();
+
+    let second = SecretVersionAddedV2 { rolled_back_from: Some(1), ..first.clone() };
+    let bodies = [
+        (KIND_SECRET_VERSION_ADDED_V2, encode_body(&SecretVersionAddedV2 { version: 2, ..second })),
+        (KIND_SECRET_METADATA_SET, encode_body(&MetadataSet { metadata: full_metadata() })),
+        (KIND_SECRET_VERSION_EXPIRED, encode_body(&VersionRef { version: 1 })),
+        (KIND_SECRET_VERSION_DESTROYED, encode_body(&VersionRef { version: 1 })),
+    ];
+
+    let (mut applied, mut rejected) = (0, 0);
+    for (kind, body) in bodies {
+        for _ in 0..400 {
+            let mut mutated = body.clone();
+            mutate(&mut rng, &mut mutated);
+            decode_everything(&mutated);
+
+            let message = stream.next_message(Aggregate::secret("db"), kind, mutated);
+            let mut target = state.clone();
+            match common::apply_to(&mut target, &message) {
+                Ok(_) => applied += 1,
+                Err(_) => {
+                    assert_eq!(target, state, "{kind}: a rejected body changed the state");
+                    rejected += 1;
+                }
+            }
+        }
+    }
+
+    // Mutations of free text (description, labels, file name) keep a valid body,
+    // and the rest fail to decode or break a rule. Both must occur, or the
+    // mutations are not reaching the fold.
+    assert!(applied > 0, "no mutated body applied");
+    assert!(rejected > 0, "no mutated body was rejected");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use watchword_events::body::{
     KIND_CLIENT_CREATED, KIND_CLIENT_ENROLMENT_TOKEN_ISSUED, KIND_GROUP_CREATED, KIND_GROUP_DELETED,
     KIND_GROUP_GRANT_ADDED, KIND_GROUP_GRANT_REMOVED, KIND_GROUP_MEMBER_ADDED, KIND_GROUP_MEMBER_REMOVED,
     KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
-    SigningKeyCertified, encode_body,
+    SecretVersionAddedV2, SigningKeyCertified, encode_body,
 };
 use watchword_events::error::ApplyError;
 use watchword_events::event::Event;
@@ -85,6 +85,22 @@ pub fn version_added(content_version: u64) -> SecretVersionAdded {
         },
         size: 5,
         mode: Some(0o440),
+    }
+}
+
+/// Returns a version-2 body without expiry, rollback or metadata, whose bytes
+/// derive from `content_version` as those of [`version_added`] do.
+pub fn version_added_v2(content_version: u64) -> SecretVersionAddedV2 {
+    let body = version_added(content_version);
+    SecretVersionAddedV2 {
+        version: body.version,
+        content: body.content,
+        data_key: body.data_key,
+        size: body.size,
+        digest: [content_version as u8 ^ 0x3c; 32],
+        expires_at_micros: None,
+        rolled_back_from: None,
+        metadata: None,
     }
 }
 
@@ -327,7 +343,8 @@ pub fn rejection(state: &mut MemoryState, message: &Message) -> ApplyError {
 /// check the specification against `rmp-serde` and build non-canonical variants.
 pub mod msgpack {
     use watchword_events::body::{
-        CertificateIssued, Created, EnrolmentTokenIssued, Grant, Membership, SecretVersionAdded, SigningKeyCertified,
+        CertificateIssued, Created, Delivery, EnrolmentTokenIssued, Grant, Membership, MetadataSet, SecretMetadata,
+        SecretVersionAdded, SecretVersionAddedV2, SigningKeyCertified, VersionRef,
     };
     use watchword_events::event::Event;
 
@@ -390,6 +407,25 @@ pub mod msgpack {
         vec![0xc0]
     }
 
+    pub fn map_header(len: usize) -> Vec<u8> {
+        match len {
+            0..=15 => vec![0x80 | len as u8],
+            16..=0xffff => [&[0xde][..], &(len as u16).to_be_bytes()].concat(),
+            _ => [&[0xdf][..], &(len as u32).to_be_bytes()].concat(),
+        }
+    }
+
+    /// Encodes a map of str to str with its entries in the order given, so that a
+    /// test can also build unsorted maps and maps with duplicate keys.
+    pub fn str_map(entries: &[(&str, &str)]) -> Vec<u8> {
+        let encoded = entries.iter().map(|(key, value)| [str(key), str(value)].concat());
+        [map_header(entries.len()), encoded.collect::<Vec<_>>().concat()].concat()
+    }
+
+    fn optional_str(value: Option<&str>) -> Vec<u8> {
+        value.map_or_else(nil, str)
+    }
+
     /// Returns the twelve encoded elements of an envelope, in order.
     pub fn envelope_elements(event: &Event) -> Vec<Vec<u8>> {
         vec![
@@ -427,13 +463,58 @@ pub mod msgpack {
         ])
     }
 
+    pub fn version_added_v2_body(body: &SecretVersionAddedV2) -> Vec<u8> {
+        array(&[
+            uint(body.version),
+            array(&[bin(&body.content.nonce), bin(&body.content.ciphertext)]),
+            array(&[str(&body.data_key.kek_id), str(&body.data_key.store_key), bin(&body.data_key.wrapped_sha256)]),
+            uint(body.size),
+            bin(&body.digest),
+            body.expires_at_micros.map_or_else(nil, int),
+            body.rolled_back_from.map_or_else(nil, uint),
+            body.metadata.as_ref().map_or_else(nil, metadata),
+        ])
+    }
+
+    /// Encodes the metadata array; `labels` iterates in key order, as the spec requires.
+    pub fn metadata(metadata: &SecretMetadata) -> Vec<u8> {
+        let labels: Vec<(&str, &str)> = metadata.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        metadata_with_labels(metadata, &str_map(&labels))
+    }
+
+    /// Encodes the metadata array with `labels` as its already encoded element 2.
+    pub fn metadata_with_labels(metadata: &SecretMetadata, labels: &[u8]) -> Vec<u8> {
+        array(&[
+            optional_str(metadata.owner_group.as_deref()),
+            str(&metadata.description),
+            labels.to_vec(),
+            delivery(&metadata.delivery),
+        ])
+    }
+
+    pub fn delivery(delivery: &Delivery) -> Vec<u8> {
+        array(&[
+            optional_str(delivery.file_name.as_deref()),
+            optional_str(delivery.owner.as_deref()),
+            optional_str(delivery.group.as_deref()),
+            delivery.mode.map_or_else(nil, |mode| uint(mode.into())),
+        ])
+    }
+
+    pub fn metadata_set_body(body: &MetadataSet) -> Vec<u8> {
+        array(&[metadata(&body.metadata)])
+    }
+
+    pub fn version_ref_body(body: &VersionRef) -> Vec<u8> {
+        array(&[uint(body.version)])
+    }
+
     pub fn certified_body(body: &SigningKeyCertified) -> Vec<u8> {
         array(&[str(&body.algorithm), bin(&body.public_key)])
     }
 
     pub fn created_body(body: &Created) -> Vec<u8> {
-        let owner_group = body.owner_group.as_deref().map_or_else(nil, str);
-        array(&[owner_group, str(&body.description)])
+        array(&[optional_str(body.owner_group.as_deref()), str(&body.description)])
     }
 
     pub fn empty_body() -> Vec<u8> {

@@ -114,6 +114,33 @@ impl Reader {
         .await
     }
 
+    /// Returns the secrets a client may read through its groups' grants, by name,
+    /// all read in one read transaction. It visits only the grants of the client's
+    /// groups, so an agent's watch does not scan every secret.
+    pub async fn granted_secrets(&self, client: &str) -> Result<(Vec<SecretState>, u64), ReadError> {
+        let model = Arc::clone(&self.model);
+        let client = client.to_owned();
+        blocking(move || {
+            model.read(|view| {
+                let mut candidates = std::collections::BTreeSet::new();
+                for group in view.client_groups(&client)? {
+                    candidates.extend(view.group_grants(&group)?);
+                }
+                // The candidates are checked with the one read rule that every path uses.
+                let mut granted = Vec::new();
+                for name in candidates {
+                    if watchword_events::fold::may_read(view, &client, &name)?
+                        && let Some(secret) = view.secret(&name)?
+                    {
+                        granted.push(secret);
+                    }
+                }
+                Ok(granted)
+            })
+        })
+        .await
+    }
+
     /// Returns every client and every group, with the sequence the read model reflects.
     pub async fn directory(
         &self,
@@ -185,8 +212,14 @@ impl Reader {
     }
 
     /// Decrypts the current version of a secret. Call only after authorizing the read.
+    ///
+    /// The secret record holds no ciphertext, so this reads the version record.
     pub async fn content(&self, state: &SecretState) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-        self.version_content(&state.name, &state.current).await
+        let model = Arc::clone(&self.model);
+        let (name, number) = (state.name.clone(), state.current.version);
+        let version = blocking(move || model.read(|view| view.secret_version(&name, number)).map(|(v, _)| v)).await?;
+        let version = version.ok_or_else(|| ReadError::DataKeyErased { name: state.name.clone(), version: number })?;
+        self.version_content(&state.name, &version).await
     }
 
     /// Decrypts one version of a secret. Call only after authorizing the read.

@@ -45,7 +45,8 @@ pub struct SecretState {
     pub incarnation: u64,
     pub status: SecretStatus,
     pub metadata: SecretMetadata,
-    /// The last version added; after a destruction it keeps only its metadata.
+    /// The last version added, without its ciphertext: the version record alone
+    /// holds that (see [`StateView::secret_version`]), so listing secrets stays cheap.
     pub current: SecretVersion,
     /// Stream sequence of the last event applied to this secret.
     pub sequence: u64,
@@ -182,6 +183,8 @@ pub trait StateView {
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError>;
     /// Returns every version of a secret that the read model keeps, oldest first.
     fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError>;
+    /// Returns one version of a secret, with its ciphertext.
+    fn secret_version(&self, name: &str, version: u64) -> Result<Option<SecretVersion>, ViewError>;
     /// Returns the secret whose file name is `file_name`, if one claims it.
     fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError>;
 }
@@ -611,6 +614,10 @@ impl StateView for MemoryState {
 
     fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError> {
         Ok(self.versions.range((name.to_owned(), 0)..=(name.to_owned(), u64::MAX)).map(|(_, v)| v.clone()).collect())
+    }
+
+    fn secret_version(&self, name: &str, version: u64) -> Result<Option<SecretVersion>, ViewError> {
+        Ok(self.versions.get(&(name.to_owned(), version)).cloned())
     }
 
     fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError> {

@@ -453,6 +453,13 @@ macro_rules! impl_state_view {
                 Ok(versions)
             }
 
+            fn secret_version(&self, name: &str, version: u64) -> Result<Option<SecretVersion>, ViewError> {
+                match self.secret_versions.get((name, version)).map_err(view_error)? {
+                    Some(value) => Ok(Some(decode_value(value.value())?)),
+                    None => Ok(None),
+                }
+            }
+
             fn file_name_owner(&self, file_name: &str) -> Result<Option<String>, ViewError> {
                 Ok(self.file_names.get(file_name).map_err(view_error)?.map(|v| v.value().to_owned()))
             }

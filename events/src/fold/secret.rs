@@ -132,7 +132,7 @@ fn add_version(
         incarnation,
         status: SecretStatus::Active,
         metadata,
-        current: version.clone(),
+        current: without_ciphertext(&version),
         sequence: recorded.sequence,
     };
     if let Some(old) = current.as_ref() {
@@ -199,7 +199,7 @@ fn mark_version(
     let mut state = advance(state, recorded);
     if state.current.version == number {
         changes.extend(end_expiry(&state));
-        state.current = version.clone();
+        state.current = without_ciphertext(&version);
     }
     changes.push(Change::Version { name: name.clone(), version });
     changes.push(Change::Secret(state));
@@ -214,7 +214,12 @@ fn describe(version: &SecretVersion) -> &'static str {
 /// the version was sealed under, so the content is gone either way. The read model
 /// drops the ciphertext too, so no copy of it outlives the destruction.
 fn destroyed(version: SecretVersion) -> SecretVersion {
-    SecretVersion { destroyed: true, content: SealedContent { nonce: [0; 12], ciphertext: Vec::new() }, ..version }
+    SecretVersion { destroyed: true, ..without_ciphertext(&version) }
+}
+
+/// Returns a copy of the version for the secret record, which keeps no ciphertext.
+fn without_ciphertext(version: &SecretVersion) -> SecretVersion {
+    SecretVersion { content: SealedContent { nonce: [0; 12], ciphertext: Vec::new() }, ..version.clone() }
 }
 
 /// Returns the state with the event's revision and sequence.

@@ -481,7 +481,13 @@ fn check_secret(view: &dyn StateView, name: &str, expected: Option<&Expected>, a
             version.version
         );
     }
-    assert_eq!(state.current, versions[versions.len() - 1], "{context}: {name} current version record");
+    let last = &versions[versions.len() - 1];
+    assert!(state.current.content.ciphertext.is_empty(), "{context}: {name} record holds no ciphertext");
+    assert_eq!(state.current.version, last.version, "{context}: {name} current version");
+    let record = view.secret_version(name, last.version).expect("the view reads");
+    assert_eq!(record.as_ref(), Some(last), "{context}: {name} current version record");
+    let current_metadata = SecretVersion { content: last.content.clone(), ..state.current.clone() };
+    assert_eq!(&current_metadata, last, "{context}: {name} current version matches its record but for the ciphertext");
 
     let derived = file_name(name).expect("a valid secret name");
     let candidates = [derived.as_str(), CHECKOUT_FILE_NAME, DATABASE_FILE_NAME];

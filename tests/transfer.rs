@@ -92,6 +92,40 @@ async fn invalid_files_rejected_with_reasons() {
 }
 
 #[tokio::test]
+async fn owner_group_applies_to_new_secrets() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let kept = PutOptions { description: Some("kept".to_owned()), ..Default::default() };
+    operator.put_secret("existing", b"old".to_vec(), &kept).await.unwrap();
+    let source = tempfile::tempdir().unwrap();
+    write_file(source.path(), "existing", b"new");
+    write_file(source.path(), "fresh", b"new");
+
+    let path = source.path().to_str().unwrap();
+    let output = stack.cli("operator", &["secret", "import", "--owner-group", "team", path], b"");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let fresh = operator.get_metadata("fresh").await.unwrap().metadata;
+    assert_eq!(fresh.owner_group.as_deref(), Some("team"));
+    let existing = operator.get_metadata("existing").await.unwrap().metadata;
+    assert_eq!(existing.owner_group, None, "an existing secret keeps its metadata");
+    assert_eq!(existing.description, "kept");
+}
+
+#[tokio::test]
+async fn malformed_document_error_quotes_no_value() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    let document = r#"{"format": "watchword.secrets.v1", "secrets": [{"name": "a", "metadata": "hunter2"}]}"#;
+    std::fs::write(&path, document).unwrap();
+
+    let output = stack.cli("operator", &["secret", "import", path.to_str().unwrap()], b"");
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("line 1, column"), "{}", text(&output.stderr));
+    assert!(!text(&output.stderr).contains("hunter2"), "{}", text(&output.stderr));
+}
+
+#[tokio::test]
 async fn oversized_file_with_all_or_nothing_writes_nothing() {
     let stack = Stack::start().await;
     let source = tempfile::tempdir().unwrap();

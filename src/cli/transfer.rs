@@ -45,8 +45,8 @@ pub(super) struct ImportArgs {
     /// Validate every entry locally and against the server, print the plan and write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Write nothing if any entry is invalid; when a write fails, undo the writes
-    /// of this import (new secrets are deleted softly, updated ones rolled back).
+    /// Write nothing if any entry is invalid. When a write fails, undo this
+    /// import's writes: new secrets are deleted softly, updated ones rolled back.
     #[arg(long)]
     all_or_nothing: bool,
     /// Read the current content of each existing secret and skip entries whose
@@ -79,7 +79,7 @@ pub(super) struct ExportArgs {
     skip_unreadable: bool,
 }
 
-/// What an import does with an entry.
+/// The step an import plans for an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Action {
@@ -93,7 +93,7 @@ enum Action {
     Invalid,
 }
 
-/// How an entry ended.
+/// The outcome of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum EntryResult {
@@ -156,7 +156,7 @@ struct Report<'a> {
     dry_run: bool,
     all_or_nothing: bool,
     entries: Vec<&'a Outcome>,
-    /// What a failed rollback left behind, one line per secret.
+    /// Secrets that still hold this import's writes after a failed rollback, one line each.
     remaining: &'a [String],
 }
 
@@ -366,8 +366,8 @@ async fn reject_file_name_collisions(
 
 /// Returns the file name agents would write the secret to after the import.
 fn effective_file_name(planned: &Planned, limits: Limits) -> Option<String> {
-    let kept = planned.found.as_ref().filter(|f| f.status == "active").map(|f| &f.metadata);
-    let metadata = planned.metadata.as_ref().or(kept).cloned().unwrap_or_default();
+    let current = planned.found.as_ref().filter(|f| f.status == "active").map(|f| &f.metadata);
+    let metadata = planned.metadata.as_ref().or(current).cloned().unwrap_or_default();
     let stored = metadata.parse(limits.metadata_bytes).ok()?;
     watchword_events::fold::effective_file_name(&planned.entry.name, &stored)
 }
@@ -384,8 +384,7 @@ async fn write_all(
     let bar = progress_bar(planned.iter().filter(|p| p.will_write()).count(), output, "writing");
     let mut written: Vec<usize> = Vec::new();
     let mut failed = false;
-    for index in 0..planned.len() {
-        let entry = &mut planned[index];
+    for (index, entry) in planned.iter_mut().enumerate() {
         if !entry.will_write() {
             continue;
         }

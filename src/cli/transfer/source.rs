@@ -46,7 +46,7 @@ pub struct DocumentEntry {
     pub status: Option<String>,
 }
 
-/// Text that holds secret content: zeroized on drop, and never shown by `Debug`.
+/// Text that contains secret content: zeroized on drop, and never shown by `Debug`.
 #[derive(Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SecretText(pub String);
@@ -69,7 +69,7 @@ pub struct Entry {
     pub content: Option<Zeroizing<Vec<u8>>>,
     pub metadata: Option<MetadataJson>,
     pub expires_at: Option<String>,
-    /// Why the source itself makes this entry unusable, such as a symbolic link.
+    /// Reason the source itself makes this entry unusable, such as a symbolic link.
     pub problem: Option<String>,
 }
 
@@ -121,9 +121,7 @@ pub fn read_source(source: &Path, format: Option<SourceFormat>) -> Result<Vec<En
 fn read_document(path: &Path) -> Result<Vec<Entry>, Failure> {
     let bytes =
         Zeroizing::new(std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?);
-    // The parser's error names a line and column, never the text found there.
-    let mut document: Document = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(format!("{} is not a valid import document: {e}", path.display())))?;
+    let mut document: Document = serde_json::from_slice(&bytes).map_err(|e| document_error(path, &e))?;
     if document.format != FORMAT {
         return Err(invalid(format!(
             "{} has format {:?}; this version of watchword reads {FORMAT:?}",
@@ -134,18 +132,34 @@ fn read_document(path: &Path) -> Result<Vec<Entry>, Failure> {
     Ok(document.secrets.iter_mut().map(document_entry).collect())
 }
 
+/// Describes a parse failure by its position only, because serde_json's own
+/// message can quote a value found in the document, which may be secret content.
+fn document_error(path: &Path, error: &serde_json::Error) -> Failure {
+    let problem = match error.classify() {
+        serde_json::error::Category::Io => "cannot be read",
+        serde_json::error::Category::Syntax => "is not valid JSON",
+        serde_json::error::Category::Eof => "ends before the JSON document does",
+        serde_json::error::Category::Data => {
+            "does not match the import document: a field is unknown, missing or of the wrong type"
+        }
+    };
+    let (line, column) = (error.line(), error.column());
+    invalid(format!("{} {problem} (line {line}, column {column})", path.display()))
+}
+
 fn document_entry(entry: &mut DocumentEntry) -> Entry {
     let name = entry.name.clone();
     let content = match (entry.content_base64.take(), entry.content.take()) {
         (Some(_), Some(_)) => return Entry::rejected(name, "has both content_base64 and content; keep one".to_owned()),
         (None, None) => {
             let problem = "has no content: give content_base64 or content (an export without --with-content \
-                           holds metadata only)";
+                           contains metadata only)";
             return Entry::rejected(name, problem.to_owned());
         }
         (Some(encoded), None) => match base64::engine::general_purpose::STANDARD.decode(encoded.0.as_bytes()) {
             Ok(content) => Zeroizing::new(content),
-            Err(e) => return Entry::rejected(name, format!("content_base64 is not valid base64: {e}")),
+            // The decoder's message would quote a byte of the content.
+            Err(_) => return Entry::rejected(name, "content_base64 is not valid standard base64".to_owned()),
         },
         (None, Some(mut text)) => Zeroizing::new(std::mem::take(&mut text.0).into_bytes()),
     };

@@ -185,13 +185,12 @@ async fn dry_run_writes_nothing_and_prints_plan() {
     assert_eq!(operator.status().await.unwrap().applied_sequence, sequence_before, "no event was recorded");
 }
 
-#[tokio::test]
-async fn all_or_nothing_rolls_back_after_server_rejection() {
-    let stack = Stack::start().await;
+/// Prepares an import for the `owner` client (role `owner:team`) whose last entry
+/// the server rejects: a secret the owner cannot list already uses the file name
+/// that entry requests, so validation passes. Returns the document's path.
+async fn clashing_import(stack: &Stack, dir: &Path) -> std::path::PathBuf {
     let operator = stack.client("operator");
     operator.set_roles("spiffe://watchword.dev/owner", &["owner:team"]).await.unwrap();
-    // A secret the owner cannot list holds the file name that the last entry asks for,
-    // so validation passes and the server rejects the write.
     let hidden = PutOptions { file_name: Some("shared.env".to_owned()), ..Default::default() };
     operator.put_secret("other/hidden", b"x".to_vec(), &hidden).await.unwrap();
     let team = PutOptions { owner_group: Some("team".to_owned()), ..Default::default() };
@@ -205,9 +204,16 @@ async fn all_or_nothing_rolls_back_after_server_rejection() {
             {"name": "team/clash", "content": "clash", "metadata": {"owner_group": "team", "file_name": "shared.env"}},
         ]
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("import.json");
+    let path = dir.join("import.json");
     std::fs::write(&path, document.to_string()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn all_or_nothing_rolls_back_after_server_rejection() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = clashing_import(&stack, dir.path()).await;
 
     let args = ["--output", "json", "secret", "import", "--all-or-nothing", path.to_str().unwrap()];
     let output = stack.cli("owner", &args, b"");
@@ -218,12 +224,40 @@ async fn all_or_nothing_rolls_back_after_server_rejection() {
     assert_eq!(result_of(&report, "team/existing"), "rolled_back");
     assert_eq!(report["remaining"].as_array().unwrap().len(), 0);
 
+    let operator = stack.client("operator");
     let active: Vec<String> = listing(&operator).await.into_iter().map(|s| s.0).collect();
     assert_eq!(active, ["other/hidden", "team/existing"], "no new secret is visible");
     let existing = operator.get_secret("team/existing", None).await.unwrap();
     assert_eq!(existing.content.as_slice(), b"old", "the content is back");
     let metadata = operator.get_metadata("team/existing").await.unwrap().metadata;
     assert_eq!(metadata.description, "", "the metadata is back");
+}
+
+#[tokio::test]
+async fn rerun_after_rollback_writes_again() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = clashing_import(&stack, dir.path()).await;
+    let args = ["--output", "json", "secret", "import", "--all-or-nothing", path.to_str().unwrap()];
+    let failed = stack.cli("owner", &args, b"");
+    assert_eq!(failed.status.code(), Some(4), "{}", text(&failed.stderr));
+
+    // Within the duplicate window the first run's keys still return its writes,
+    // which the rollback has since undone.
+    let moved = stack.cli("operator", &["secret", "set-metadata", "other/hidden", "--file-name", "other.env"], b"");
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
+    let again = stack.cli("owner", &args, b"");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let report = report(&again);
+    for name in ["team/new", "team/existing", "team/clash"] {
+        assert_eq!(result_of(&report, name), "written", "{name}");
+    }
+
+    let operator = stack.client("operator");
+    for (name, content) in [("team/new", b"new".as_slice()), ("team/existing", b"changed"), ("team/clash", b"clash")] {
+        let read = operator.get_secret(name, None).await.unwrap();
+        assert_eq!(read.content.as_slice(), content, "content of {name}");
+    }
 }
 
 #[tokio::test]

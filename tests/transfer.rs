@@ -31,7 +31,7 @@ fn result_of(report: &serde_json::Value, name: &str) -> String {
     entry["result"].as_str().unwrap().to_owned()
 }
 
-/// Returns the active secrets' names with their versions.
+/// Returns the name, version and revision of each active secret.
 async fn listing(client: &ApiClient) -> Vec<(String, u64, u64)> {
     let list = client.list_secrets_with(None, true).await.unwrap();
     list.secrets.iter().filter(|s| s.status == "active").map(|s| (s.name.clone(), s.version, s.revision)).collect()

@@ -225,6 +225,12 @@ pub struct StatusResponse {
     pub applied_sequence: u64,
     pub projection: String,
     pub version: String,
+    /// The server's maximum secret content size, in bytes.
+    #[serde(default)]
+    pub max_content_bytes: Option<u64>,
+    /// The server's maximum encoded metadata size, in bytes.
+    #[serde(default)]
+    pub max_metadata_bytes: Option<u64>,
 }
 
 /// Builds the context of a write from the caller and the request headers.
@@ -258,6 +264,8 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
         applied_sequence: progress.applied(),
         projection,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_content_bytes: Some(state.secrets.limits().max_content_bytes as u64),
+        max_metadata_bytes: Some(state.secrets.limits().max_metadata_bytes as u64),
     })
 }
 

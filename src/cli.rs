@@ -15,6 +15,7 @@
 //! | 78 | `serve`: invalid configuration |
 
 mod secret;
+mod transfer;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -264,7 +265,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure { status: e.exit_code(), message: e.to_string() })
         }
-        Command::Secret(command) => secret::run(&client(&cli.config)?, cli.output, command).await,
+        Command::Secret(command) => secret::run(&client(&cli.config)?, cli.output, command, &cli.config).await,
         Command::Client(command) => run_client(&client(&cli.config)?, cli.output, command).await,
         Command::Group(command) => run_group(&client(&cli.config)?, cli.output, command).await,
         Command::Operator(OperatorCommand::SetRoles { identity, roles }) => {

@@ -79,6 +79,10 @@ pub(super) enum SecretCommand {
         #[command(flatten)]
         conditions: ConditionArgs,
     },
+    /// Write many secrets from a directory of files or a JSON document.
+    Import(super::transfer::ImportArgs),
+    /// Write the metadata (and with --with-content the content) of secrets to a JSON document.
+    Export(super::transfer::ExportArgs),
     /// List secrets whose current version expires within a window.
     Expiring {
         /// Window from now, such as 90s, 30m, 12h or 7d.
@@ -181,8 +185,17 @@ pub(super) struct SetMetadataArgs {
     idempotency_key: Option<String>,
 }
 
-pub(super) async fn run(client: &ApiClient, output: Output, command: SecretCommand) -> Result<(), Failure> {
+/// Runs a secret command; `config` is the client configuration file, whose
+/// credential keys the idempotency keys of an import.
+pub(super) async fn run(
+    client: &ApiClient,
+    output: Output,
+    command: SecretCommand,
+    config: &Option<PathBuf>,
+) -> Result<(), Failure> {
     match command {
+        SecretCommand::Import(args) => super::transfer::import(client, output, config, args).await,
+        SecretCommand::Export(args) => super::transfer::export(client, output, args).await,
         SecretCommand::Put(args) => put(client, output, args).await,
         SecretCommand::Get { name, out, min_sequence, version } => {
             get(client, output, name, out, min_sequence, version).await

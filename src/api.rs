@@ -28,6 +28,7 @@ use crate::writer::{
 
 pub mod enrolment;
 pub mod entities;
+pub mod events;
 pub mod operators;
 pub mod tokens;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub root_public_key: [u8; 32],
     /// Turns true when the server shuts down, so long-polls end at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The notices stream, which the event feed reads.
+    pub changes: crate::changes::ChangeStream,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/secrets/{name}/versions", get(list_versions))
         .route("/v1/secrets/{name}/versions/{version}", get(get_version))
         .route("/v1/watch", get(watch))
+        .route("/v1/events", get(events::stream_events))
         .route("/v1/status", get(status))
         .merge(entities::routes())
         .merge(enrolment::routes())
@@ -514,7 +518,11 @@ async fn readable_secrets(state: &AppState, client: &ClientIdentity) -> Result<S
 /// rule of the read, list and watch paths. A client may read a secret that the
 /// configuration's allow-list grants it, or that a group it belongs to has a
 /// grant on while the client is enabled.
-async fn may_read(state: &AppState, client: &ClientIdentity, names: &[String]) -> Result<Vec<bool>, ApiError> {
+pub(crate) async fn may_read(
+    state: &AppState,
+    client: &ClientIdentity,
+    names: &[String],
+) -> Result<Vec<bool>, ApiError> {
     if state.roles(client).await?.contains(&crate::access::Role::Admin) {
         return Ok(vec![true; names.len()]);
     }

@@ -12,6 +12,7 @@ use watchword_events::verify::RootKeys;
 use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
+use crate::changes::ChangeStream;
 use crate::config::ServerConfig;
 use crate::hsm::Hsm;
 use crate::projector::{self, Progress};
@@ -72,6 +73,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     let ca = load_ca(&config, &hsm)?;
     let root_public_key = hsm.root_public_key();
     let (stop, stopping) = watch::channel(false);
+    let changes = start_changes(&config, &store, &model, &progress, &stopping).await?;
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),
@@ -80,6 +82,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         ca,
         root_public_key,
         stopping: stopping.clone(),
+        changes,
     };
     if let Some(address) = config.public_listen {
         start_public(&config, address, state.clone(), ready_file).await?;
@@ -110,6 +113,27 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .map_err(|e| StartError::Unavailable(format!("HTTPS server failed: {e}")))?;
     tracing::info!("watchword server stopped");
     Ok(())
+}
+
+/// Opens the notices stream and, unless `changes.publish` is off, starts the
+/// publisher that moves notices from the read model's outbox to it.
+async fn start_changes(
+    config: &ServerConfig,
+    store: &EventStore,
+    model: &Arc<ReadModel>,
+    progress: &watch::Receiver<Progress>,
+    stopping: &watch::Receiver<bool>,
+) -> Result<ChangeStream, StartError> {
+    let stream = crate::stream::ensure_changes_stream(store.jetstream(), &config.nats, &config.changes)
+        .await
+        .map_err(|e| StartError::Unavailable(e.to_string()))?;
+    let changes = ChangeStream::new(store.jetstream().clone(), stream);
+    if config.changes.publish {
+        let publisher =
+            crate::changes::run_publisher(Arc::clone(model), changes.clone(), progress.clone(), stopping.clone());
+        tokio::spawn(publisher);
+    }
+    Ok(changes)
 }
 
 fn load_ca(config: &ServerConfig, hsm: &Hsm) -> Result<Option<Arc<ClientCa>>, StartError> {

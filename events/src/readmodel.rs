@@ -16,10 +16,16 @@
 //! | `grants_by_group` | `(group, secret)` | `()` |
 //! | `operators` | operator identity | [`OperatorState`] |
 //! | `secret_versions` | `(secret name, version)` | [`SecretVersion`] |
+//! | `change_outbox` | stream sequence of the event | [`ChangeNotice`] |
 //!
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
 //! after the last committed event.
+//!
+//! `change_outbox` holds the change notice of each applied event until the server
+//! has published it: written in the same transaction as the event's changes, it
+//! carries the state at that event (the groups holding grants then), which a later
+//! read of the read model could no longer give.
 
 use std::path::Path;
 
@@ -29,6 +35,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::changes::{ChangeNotice, Derived, derive_notice};
 use crate::error::{ApplyError, ViewError};
 use crate::event::Aggregate;
 use crate::fold::{
@@ -49,6 +56,7 @@ const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants")
 const GRANTS_BY_GROUP: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants_by_group");
 const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators");
 const SECRET_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("secret_versions");
+const CHANGE_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("change_outbox");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
 
@@ -67,6 +75,8 @@ pub struct BatchOutcome {
     /// Messages at or below the last applied sequence, already in the read model.
     pub already_applied: usize,
     pub last_applied_sequence: u64,
+    /// Stream sequence and kind of each applied event that no notice mapping covers.
+    pub unmapped: Vec<(u64, String)>,
 }
 
 /// A region's read model in one redb file.
@@ -100,6 +110,13 @@ impl ReadModel {
                     continue;
                 }
                 let recorded = apply_message(&mut state, roots, message.subject, message.payload, message.sequence)?;
+                match derive_notice(&state, &recorded)? {
+                    Derived::Notice(notice) => {
+                        state.outbox.insert(message.sequence, encode_value(&notice).as_slice()).map_err(view_error)?;
+                    }
+                    Derived::NoNotice => {}
+                    Derived::Unmapped { kind } => outcome.unmapped.push((message.sequence, kind)),
+                }
                 outcome.applied.push(recorded);
                 last = message.sequence;
             }
@@ -108,6 +125,30 @@ impl ReadModel {
         }
         txn.commit().map_err(view_error)?;
         Ok(outcome)
+    }
+
+    /// Returns up to `limit` unpublished change notices of events after stream
+    /// sequence `after`, in stream order.
+    pub fn pending_notices(&self, after: u64, limit: usize) -> Result<Vec<ChangeNotice>, ViewError> {
+        let txn = self.db.begin_read().map_err(view_error)?;
+        let table = txn.open_table(CHANGE_OUTBOX).map_err(view_error)?;
+        let mut notices = Vec::new();
+        for entry in table.range(after.saturating_add(1)..).map_err(view_error)?.take(limit) {
+            let (_, value) = entry.map_err(view_error)?;
+            notices.push(decode_value(value.value())?);
+        }
+        Ok(notices)
+    }
+
+    /// Removes the change notices of events up to stream sequence `through`, once
+    /// they are published.
+    pub fn prune_notices(&self, through: u64) -> Result<(), ViewError> {
+        let txn = self.db.begin_write().map_err(view_error)?;
+        {
+            let mut table = txn.open_table(CHANGE_OUTBOX).map_err(view_error)?;
+            table.retain_in(..=through, |_, _| false).map_err(view_error)?;
+        }
+        txn.commit().map_err(view_error)
     }
 
     /// Returns the last stream sequence applied.
@@ -248,6 +289,7 @@ struct RedbState<'txn> {
     grants_by_group: Table<'txn, (&'static str, &'static str), ()>,
     operators: Table<'txn, &'static str, &'static [u8]>,
     secret_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
+    outbox: Table<'txn, u64, &'static [u8]>,
 }
 
 /// The state as of one redb read transaction.
@@ -280,6 +322,7 @@ impl<'txn> RedbState<'txn> {
             grants_by_group: txn.open_table(GRANTS_BY_GROUP)?,
             operators: txn.open_table(OPERATORS)?,
             secret_versions: txn.open_table(SECRET_VERSIONS)?,
+            outbox: txn.open_table(CHANGE_OUTBOX)?,
         })
     }
 
@@ -365,6 +408,10 @@ macro_rules! impl_state_view {
 
             fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
                 Ok(self.grants.get((secret, group)).map_err(view_error)?.is_some())
+            }
+
+            fn secret_groups(&self, secret: &str) -> Result<Vec<String>, ViewError> {
+                second_of_pairs(&self.grants, secret)
             }
 
             fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {

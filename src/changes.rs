@@ -1,0 +1,463 @@
+//! Change notices on NATS: the stream that retains them, and the publisher that
+//! moves them there from the read model's outbox.
+//!
+//! The projector writes each event's notice to the `change_outbox` table in the
+//! same redb transaction as the event's changes (see
+//! [`watchword_events::changes::derive_notice`]). The publisher copies every
+//! notice to `watchword.changes.<group-token>.<secret-token>`, once per group it
+//! is addressed to, or once with the group token `_` when no group holds a grant.
+//! The notices stream is one ordered log, and every node appends to it the same
+//! way as writers append events:
+//!
+//! - Each copy has `Nats-Msg-Id: <origin sequence>.<group token>`, so a copy
+//!   published twice within the duplicate window is stored once.
+//! - Each copy is published with `Nats-Expected-Last-Sequence` set to the stream
+//!   sequence of the copy before it. When several nodes publish, one wins each
+//!   copy and the others get a wrong-last-sequence error or a duplicate, re-read
+//!   the stream's last copy and continue after it. No copy is stored twice, even
+//!   past the duplicate window, and copies stay in origin order.
+//! - After a crash, a node reads the last copy's origin sequence and copy number
+//!   from its headers and publishes what follows it from the outbox. Outbox
+//!   entries are removed only once the stream holds all of their copies.
+//!
+//! Delivery to services is at least once: a durable consumer that crashes before
+//! it acknowledges gets the copy again, and recognizes it by its `sequence` and
+//! group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::{self, stream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use watchword_events::changes::{ChangeNotice, NoticeKind};
+use watchword_events::names::subject_token;
+use watchword_events::readmodel::ReadModel;
+
+use crate::projector::Progress;
+use crate::stream::StreamError;
+
+/// Prefix of every notice subject: `watchword.changes.<group-token>.<secret-token>`.
+pub const CHANGE_SUBJECT_PREFIX: &str = "watchword.changes";
+
+/// Subject filter of every notice subject.
+pub const CHANGE_SUBJECTS: &str = "watchword.changes.>";
+
+/// Group token of the copy of a notice about a secret on which no group holds a
+/// grant. Real group tokens are 64 hex digits, so it never collides with one.
+pub const NO_GROUP_TOKEN: &str = "_";
+
+/// Header holding the stream sequence of the event on `WATCHWORD_EVENTS`.
+pub const ORIGIN_HEADER: &str = "Watchword-Origin-Sequence";
+
+/// Header holding the copy number and the number of copies of a notice: `2/3`.
+pub const COPY_HEADER: &str = "Watchword-Copy";
+
+/// Notices read from the outbox at a time.
+const OUTBOX_BATCH: usize = 256;
+
+/// Interval at which an idle publisher checks for notices, so that a node whose
+/// projection stands still still publishes what another node left unpublished.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Delay before retrying after NATS or the read model failed.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The `[changes]` section of the server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangesConfig {
+    /// Whether this node publishes notices; the HTTP feed works either way.
+    /// Default true.
+    pub publish: bool,
+    /// Name of the notices stream. Default `WATCHWORD_CHANGES`.
+    pub stream: String,
+    /// Days a notice is kept, so a service can be offline that long and catch up.
+    /// Default 30.
+    pub max_age_days: u64,
+    /// Maximum size of the stream in MiB; the oldest notices go first. Default 1024.
+    pub max_bytes_mib: u64,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig { publish: true, stream: "WATCHWORD_CHANGES".to_owned(), max_age_days: 30, max_bytes_mib: 1024 }
+    }
+}
+
+impl ChangesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3650).contains(&self.max_age_days) {
+            return Err(format!("changes.max_age_days {} must be between 1 and 3650", self.max_age_days));
+        }
+        if !(1..=1_048_576).contains(&self.max_bytes_mib) {
+            return Err(format!("changes.max_bytes_mib {} must be between 1 and 1048576", self.max_bytes_mib));
+        }
+        Ok(())
+    }
+
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_days * 24 * 60 * 60)
+    }
+
+    pub fn max_bytes(&self) -> i64 {
+        i64::try_from(self.max_bytes_mib * 1024 * 1024).unwrap_or(i64::MAX)
+    }
+}
+
+/// A change notice in its JSON form, schema version 1 (`docs/change-notice.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub schema: u32,
+    pub sequence: u64,
+    pub kind: NoticeKind,
+    pub secret: String,
+    pub groups: Vec<String>,
+    pub version: Option<u64>,
+    pub actor: String,
+    /// RFC 3339 time at which the event was recorded.
+    pub time: String,
+    pub event_id: String,
+}
+
+impl Notice {
+    fn from_stored(notice: &ChangeNotice, groups: Vec<String>) -> Notice {
+        Notice {
+            schema: notice.schema,
+            sequence: notice.sequence,
+            kind: notice.kind,
+            secret: notice.secret.clone(),
+            groups,
+            version: notice.version,
+            actor: notice.actor.clone(),
+            time: crate::api::format_micros(notice.recorded_at_micros),
+            event_id: notice.event_id.clone(),
+        }
+    }
+}
+
+/// Returns the subject of the copy of a notice about `secret` for `group`.
+pub fn change_subject(group: Option<&str>, secret: &str) -> String {
+    let group = group.map_or_else(|| NO_GROUP_TOKEN.to_owned(), subject_token);
+    format!("{CHANGE_SUBJECT_PREFIX}.{group}.{}", subject_token(secret))
+}
+
+/// One copy of a notice, addressed to one group, as it is published.
+#[derive(Debug)]
+struct Copy {
+    origin: u64,
+    /// 1-based number of this copy among the notice's copies.
+    number: u32,
+    count: u32,
+    subject: String,
+    message_id: String,
+    payload: Vec<u8>,
+}
+
+/// Splits a notice into its copies, one per group in name order, or one for no group.
+fn copies(notice: &ChangeNotice) -> Vec<Copy> {
+    let groups: Vec<Option<&String>> =
+        if notice.groups.is_empty() { vec![None] } else { notice.groups.iter().map(Some).collect() };
+    let count = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    groups
+        .into_iter()
+        .zip(1..)
+        .map(|(group, number)| {
+            let subject = change_subject(group.map(String::as_str), &notice.secret);
+            let token = subject.split('.').nth(2).unwrap_or(NO_GROUP_TOKEN).to_owned();
+            let wire = Notice::from_stored(notice, group.into_iter().cloned().collect());
+            Copy {
+                origin: notice.sequence,
+                number,
+                count,
+                subject,
+                message_id: format!("{}.{token}", notice.sequence),
+                payload: serde_json::to_vec(&wire).expect("a notice encodes as JSON"),
+            }
+        })
+        .collect()
+}
+
+/// Where the notices stream ends: its last copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Position {
+    stream_sequence: u64,
+    origin: u64,
+    number: u32,
+    count: u32,
+}
+
+impl Position {
+    /// Returns the origin sequence up to which every notice has all its copies in the stream.
+    fn complete_through(&self) -> u64 {
+        if self.number >= self.count { self.origin } else { self.origin.saturating_sub(1) }
+    }
+}
+
+/// A message read from the notices stream, with its origin and copy headers parsed.
+#[derive(Debug, Clone)]
+pub struct StoredCopy {
+    pub origin: u64,
+    pub number: u32,
+    pub count: u32,
+    pub notice: Notice,
+}
+
+impl StoredCopy {
+    /// Parses a stored copy; `None` when the headers or the payload are not a notice.
+    pub fn parse(headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Option<StoredCopy> {
+        let headers = headers?;
+        let origin = headers.get(ORIGIN_HEADER)?.as_str().parse().ok()?;
+        let (number, count) = headers.get(COPY_HEADER)?.as_str().split_once('/')?;
+        let notice = serde_json::from_slice(payload).ok()?;
+        Some(StoredCopy { origin, number: number.parse().ok()?, count: count.parse().ok()?, notice })
+    }
+}
+
+/// Handle on the notices stream.
+#[derive(Debug, Clone)]
+pub struct ChangeStream {
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl ChangeStream {
+    pub fn new(jetstream: jetstream::Context, stream: stream::Stream) -> ChangeStream {
+        ChangeStream { jetstream, stream }
+    }
+
+    /// Reads the last copy in the stream.
+    async fn last(&self) -> Result<Position, StreamError> {
+        let info = self.stream.get_info().await.map_err(|e| request_error("notices stream info", e))?;
+        let last = info.state.last_sequence;
+        if info.state.messages == 0 {
+            // NOTE: when every notice has aged out, the origin of the last one is
+            // unknown, so notices still in this node's outbox are published again.
+            return Ok(Position { stream_sequence: last, ..Position::default() });
+        }
+        let copy = self.copy_at(last).await?;
+        Ok(match copy {
+            Some(copy) => {
+                Position { stream_sequence: last, origin: copy.origin, number: copy.number, count: copy.count }
+            }
+            None => Position { stream_sequence: last, ..Position::default() },
+        })
+    }
+
+    /// Reads the copy at a notices-stream sequence; `None` when it is gone or not a notice.
+    async fn copy_at(&self, sequence: u64) -> Result<Option<StoredCopy>, StreamError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        match self.stream.direct_get(sequence).await {
+            Ok(message) => Ok(StoredCopy::parse(Some(&message.headers), &message.payload)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(request_error("notices direct get", e)),
+        }
+    }
+
+    /// Returns the notices-stream sequence of the first copy whose origin sequence
+    /// is above `after`, or the sequence the next copy will get. `None` starts
+    /// after the current end, so only new notices follow.
+    pub async fn start_after(&self, after: Option<u64>) -> Result<u64, StreamError> {
+        let info = self.stream.get_info().await.map_err(|e| request_error("notices stream info", e))?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let Some(after) = after else {
+            return Ok(last + 1);
+        };
+        if info.state.messages == 0 {
+            return Ok(last + 1);
+        }
+        // Origins increase with the stream sequence, and the stream denies deletes,
+        // so every sequence between first and last holds a copy.
+        let (mut low, mut high) = (first, last + 1);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.copy_at(middle).await? {
+                Some(copy) if copy.origin > after => high = middle,
+                _ => low = middle + 1,
+            }
+        }
+        Ok(low)
+    }
+
+    /// Returns the copies from notices-stream sequence `start` on, without end.
+    pub async fn messages_from(&self, start: u64) -> Result<pull::Ordered, StreamError> {
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: CHANGE_SUBJECTS.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start.max(1) },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| request_error("notices consumer create", e))?;
+        consumer.messages().await.map_err(|e| request_error("notices consumer", e))
+    }
+
+    /// Appends one copy right after the copy at `expected_last`.
+    async fn publish(&self, copy: &Copy, expected_last: u64) -> Result<Published, StreamError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let message = jetstream::message::PublishMessage::build()
+            .payload(copy.payload.clone().into())
+            .message_id(&copy.message_id)
+            .header(ORIGIN_HEADER, copy.origin.to_string().as_str())
+            .header(COPY_HEADER, format!("{}/{}", copy.number, copy.count).as_str())
+            .expected_last_sequence(expected_last);
+        let sent = self.jetstream.send_publish(copy.subject.clone(), message).await;
+        let acked = match sent {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(ack) if ack.duplicate => Ok(Published::ByAnother),
+            Ok(ack) => Ok(Published::Stored(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Published::ByAnother),
+            Err(e) => Err(request_error("notice publish", e)),
+        }
+    }
+}
+
+/// The outcome of appending one copy.
+enum Published {
+    Stored(u64),
+    /// Another node (or an earlier run) appended first.
+    ByAnother,
+}
+
+/// Publishes the outbox's notices until `stopping` turns true.
+pub async fn run_publisher(
+    model: Arc<ReadModel>,
+    changes: ChangeStream,
+    mut progress: watch::Receiver<Progress>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    tracing::info!("change notice publisher started");
+    loop {
+        let delay = match publish_pending(&model, &changes).await {
+            Ok(()) => IDLE_POLL,
+            Err(error) => {
+                tracing::warn!(%error, "publishing change notices failed; retrying");
+                RETRY_DELAY
+            }
+        };
+        tokio::select! {
+            _ = progress.changed() => {}
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                tracing::info!("change notice publisher stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Publishes every outbox notice that the stream does not hold yet, then prunes them.
+async fn publish_pending(model: &Arc<ReadModel>, changes: &ChangeStream) -> Result<(), StreamError> {
+    let mut position = changes.last().await?;
+    loop {
+        prune(model, position.complete_through()).await?;
+        let pending = pending(model, position.complete_through()).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let before = position;
+        'notices: for notice in &pending {
+            for copy in copies(notice) {
+                if (copy.origin, copy.number) <= (position.origin, position.number) {
+                    continue;
+                }
+                match changes.publish(&copy, position.stream_sequence).await? {
+                    Published::Stored(sequence) => {
+                        tracing::debug!(event.seq = copy.origin, notice.seq = sequence, "change notice published");
+                        position = Position {
+                            stream_sequence: sequence,
+                            origin: copy.origin,
+                            number: copy.number,
+                            count: copy.count,
+                        };
+                    }
+                    Published::ByAnother => {
+                        position = changes.last().await?;
+                        break 'notices;
+                    }
+                }
+            }
+        }
+        if position == before {
+            // Every pending copy is already in the stream; nothing moves until the
+            // projection or another node does.
+            return Ok(());
+        }
+    }
+}
+
+async fn pending(model: &Arc<ReadModel>, after: u64) -> Result<Vec<ChangeNotice>, StreamError> {
+    let model = Arc::clone(model);
+    tokio::task::spawn_blocking(move || model.pending_notices(after, OUTBOX_BATCH))
+        .await
+        .map_err(|e| request_error("outbox read task", e))?
+        .map_err(|e| request_error("outbox read", e))
+}
+
+async fn prune(model: &Arc<ReadModel>, through: u64) -> Result<(), StreamError> {
+    if through == 0 {
+        return Ok(());
+    }
+    let model = Arc::clone(model);
+    tokio::task::spawn_blocking(move || model.prune_notices(through))
+        .await
+        .map_err(|e| request_error("outbox prune task", e))?
+        .map_err(|e| request_error("outbox prune", e))
+}
+
+fn request_error(operation: &'static str, error: impl std::fmt::Display) -> StreamError {
+    StreamError::Request { operation, message: error.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(groups: &[&str]) -> ChangeNotice {
+        ChangeNotice {
+            schema: 1,
+            sequence: 42,
+            kind: NoticeKind::Updated,
+            secret: "db/password".to_owned(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            version: Some(2),
+            actor: "spiffe://watchword.dev/operator".to_owned(),
+            recorded_at_micros: 0,
+            event_id: "0190".to_owned(),
+        }
+    }
+
+    #[test]
+    fn copies_one_per_group() {
+        let copies = copies(&notice(&["a", "b"]));
+        assert_eq!(copies.len(), 2);
+        assert_eq!(
+            copies[0].subject,
+            format!("watchword.changes.{}.{}", subject_token("a"), subject_token("db/password"))
+        );
+        assert_eq!(copies[0].message_id, format!("42.{}", subject_token("a")));
+        assert_eq!((copies[1].number, copies[1].count), (2, 2));
+        let second: Notice = serde_json::from_slice(&copies[1].payload).unwrap();
+        assert_eq!(second.groups, vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn copies_without_grant_use_placeholder_group() {
+        let copies = copies(&notice(&[]));
+        assert_eq!(copies.len(), 1);
+        assert!(copies[0].subject.starts_with("watchword.changes._."));
+        assert_eq!(copies[0].message_id, "42._");
+    }
+
+    #[test]
+    fn incomplete_notice_is_not_complete() {
+        let position = Position { stream_sequence: 9, origin: 42, number: 1, count: 2 };
+        assert_eq!(position.complete_through(), 41);
+        assert_eq!(Position { number: 2, ..position }.complete_through(), 42);
+    }
+}

@@ -1,0 +1,356 @@
+//! Change notices on NATS and over HTTP: no loss across crashes, no notice to a
+//! subscriber without a grant, and never any content.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use async_nats::jetstream::{self, consumer::pull};
+use base64::Engine;
+use common::stack::{Stack, WAIT, eventually};
+use futures::StreamExt;
+use reqwest::Method;
+use watchword::changes::{COPY_HEADER, ORIGIN_HEADER};
+use watchword::client::{ApiClient, CreateRequest, EventFilter, Notice, PutOptions};
+use watchword_events::changes::NoticeKind;
+use watchword_events::names::subject_token;
+use watchword_events::readmodel::ReadModel;
+
+const READER: &str = "spiffe://watchword.dev/reader";
+const CHANGES: &str = "WATCHWORD_CHANGES";
+
+fn create(name: &str) -> CreateRequest {
+    CreateRequest { name: name.to_owned(), owner_group: None, description: String::new() }
+}
+
+async fn jetstream(stack: &Stack) -> jetstream::Context {
+    jetstream::new(async_nats::connect(&stack.nats_url).await.expect("connect to nats-server"))
+}
+
+/// A message of the notices stream, as stored.
+#[derive(Debug)]
+struct RawCopy {
+    subject: String,
+    origin: u64,
+    message_id: String,
+    headers: String,
+    payload: Vec<u8>,
+}
+
+/// Reads every message of the notices stream.
+async fn raw_copies(js: &jetstream::Context) -> Vec<RawCopy> {
+    let stream = js.get_stream(CHANGES).await.expect("the notices stream exists");
+    let info = stream.get_info().await.unwrap();
+    if info.state.messages == 0 {
+        return Vec::new();
+    }
+    let mut copies = Vec::new();
+    for sequence in info.state.first_sequence..=info.state.last_sequence {
+        let message = stream.direct_get(sequence).await.unwrap();
+        let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        copies.push(RawCopy {
+            subject: message.subject.to_string(),
+            origin: header(ORIGIN_HEADER).parse().unwrap(),
+            message_id: header("Nats-Msg-Id"),
+            headers: format!("{:?}", message.headers),
+            payload: message.payload.to_vec(),
+        });
+    }
+    copies
+}
+
+/// Waits until the notices stream holds a complete notice of an event at or after `origin`.
+async fn published_through(js: &jetstream::Context, origin: u64) -> Vec<RawCopy> {
+    eventually(&format!("notices through sequence {origin}"), async || {
+        let stream = js.get_stream(CHANGES).await.ok()?;
+        let info = stream.get_info().await.ok()?;
+        let last = stream.direct_get(info.state.last_sequence).await.ok()?;
+        let copied: u64 = last.headers.get(ORIGIN_HEADER)?.as_str().parse().ok()?;
+        let complete = last.headers.get(COPY_HEADER)?.as_str().split_once('/').is_some_and(|(n, c)| n == c);
+        (copied >= origin && complete).then_some(())
+    })
+    .await;
+    raw_copies(js).await
+}
+
+fn notice(copy: &RawCopy) -> Notice {
+    serde_json::from_slice(&copy.payload).expect("a notice is JSON")
+}
+
+async fn put(client: &ApiClient, name: &str, content: &[u8]) -> u64 {
+    client.put_secret(name, content.to_vec(), &PutOptions::default()).await.unwrap().sequence
+}
+
+/// Appends a `[changes]` section to the server's configuration.
+fn set_publish(stack: &Stack, publish: bool) {
+    let path = stack.server_config();
+    let config = std::fs::read_to_string(&path).unwrap();
+    let config = match config.split_once("\n[changes]\n") {
+        Some((head, _)) => head.to_owned(),
+        None => config,
+    };
+    std::fs::write(&path, format!("{config}\n[changes]\npublish = {publish}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_subscriber_resumes_across_crashes_without_gap() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let js = jetstream(&stack).await;
+    operator.create_group(&create("app")).await.unwrap();
+    for i in 0..4 {
+        let name = format!("feed/{i}");
+        put(&operator, &name, b"v1").await;
+        operator.command(Method::PUT, &["groups", "app", "grants", &name]).await.unwrap();
+    }
+
+    // A service's durable consumer on its group's subjects.
+    let stream = js.get_stream(CHANGES).await.unwrap();
+    let filter = format!("watchword.changes.{}.>", subject_token("app"));
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("svc".to_owned()),
+            filter_subject: filter,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The server projects while it cannot publish, then dies: the notices wait in
+    // the read model's outbox, between projection and publication.
+    stack.kill_server();
+    set_publish(&stack, false);
+    stack.start_server();
+    let operator = stack.client("operator");
+    for version in 2..=4 {
+        for i in 0..4 {
+            put(&operator, &format!("feed/{i}"), format!("v{version}").as_bytes()).await;
+        }
+    }
+    stack.kill_server();
+    let model = ReadModel::open(&stack.data_dir().join("test.redb"), 1 << 20).unwrap();
+    let waiting = model.pending_notices(0, 100).unwrap();
+    let copied: BTreeSet<u64> = raw_copies(&js).await.iter().map(|c| c.origin).collect();
+    let unpublished: Vec<_> = waiting.iter().filter(|n| !copied.contains(&n.sequence)).collect();
+    let updates = unpublished.iter().filter(|n| n.kind == NoticeKind::Updated).count();
+    assert_eq!(updates, 12, "the outbox holds the twelve updates, none of them published");
+    drop(model);
+    set_publish(&stack, true);
+    stack.start_server();
+
+    // A burst of writes, and SIGKILL in the middle of it.
+    let operator = stack.client("operator");
+    let burst = tokio::spawn({
+        let operator = operator.clone();
+        async move {
+            for version in 5..=40 {
+                for i in 0..4 {
+                    let content = format!("v{version}").into_bytes();
+                    if operator.put_secret(&format!("feed/{i}"), content, &PutOptions::default()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    // The service reads part of the feed, acknowledges it, and goes offline.
+    let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("svc").await.unwrap();
+    let mut received: Vec<Notice> = Vec::new();
+    let mut batch = consumer.fetch().max_messages(20).messages().await.unwrap();
+    while let Some(message) = batch.next().await {
+        let message = message.unwrap();
+        received.push(serde_json::from_slice(&message.payload).unwrap());
+        message.ack().await.unwrap();
+    }
+    eventually("the burst to get going", async || {
+        let status = operator.status().await.ok()?;
+        (status.applied_sequence > 40).then_some(())
+    })
+    .await;
+    stack.kill_server();
+    burst.await.unwrap();
+
+    stack.start_server();
+    let operator = stack.client("operator");
+    let last = put(&operator, "feed/0", b"last").await;
+    let copies = published_through(&js, last).await;
+
+    // The service comes back and reads the rest with the same durable consumer.
+    let expected_count = copies.iter().filter(|c| c.subject.contains(&subject_token("app"))).count();
+    let unique_count =
+        |received: &[Notice]| received.iter().map(|n| (n.sequence, n.groups.clone())).collect::<BTreeSet<_>>().len();
+    while unique_count(&received) < expected_count {
+        let before = received.len();
+        let mut batch = consumer.fetch().max_messages(100).messages().await.unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            received.push(serde_json::from_slice(&message.payload).unwrap());
+            message.ack().await.unwrap();
+        }
+        assert!(received.len() > before, "the consumer stopped after {before} of {expected_count} notices");
+    }
+
+    // Deduplicate by (sequence, group), as a service does, and compare with what
+    // the read model holds: every version of every secret, once, in stream order.
+    let mut seen = BTreeSet::new();
+    let unique: Vec<&Notice> = received.iter().filter(|n| seen.insert((n.sequence, n.groups.clone()))).collect();
+    assert_eq!(unique.len(), expected_count);
+    let sequences: Vec<u64> = unique.iter().map(|n| n.sequence).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "notices out of stream order: {sequences:?}");
+
+    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for notice in unique.iter().filter(|n| matches!(n.kind, NoticeKind::Created | NoticeKind::Updated)) {
+        versions.entry(notice.secret.clone()).or_default().push(notice.version.unwrap());
+    }
+    let list = operator.list_secrets(Some(last)).await.unwrap();
+    for secret in &list.secrets {
+        // Versions 1 were written before the grant, so the group got no notice of them.
+        let expected: Vec<u64> = (2..=secret.version).collect();
+        assert_eq!(versions.get(&secret.name), Some(&expected), "versions of {} in the feed", secret.name);
+    }
+    let grants = unique.iter().filter(|n| n.kind == NoticeKind::AccessGranted).count();
+    assert_eq!(grants, 4, "one access_granted notice per grant");
+
+    // The stream itself holds each copy once.
+    let ids: BTreeSet<&str> = copies.iter().map(|c| c.message_id.as_str()).collect();
+    assert_eq!(ids.len(), copies.len(), "a copy was stored twice");
+    let origins: Vec<u64> = copies.iter().map(|c| c.origin).collect();
+    assert!(origins.windows(2).all(|w| w[0] <= w[1]), "copies out of origin order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_without_grant_receives_nothing() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let js = jetstream(&stack).await;
+    operator.create_client(&create(READER)).await.unwrap();
+    operator.create_group(&create("team-a")).await.unwrap();
+    operator.create_group(&create("team-b")).await.unwrap();
+    operator.command(Method::PUT, &["groups", "team-a", "members", READER]).await.unwrap();
+
+    put(&operator, "a/visible", b"1").await;
+    put(&operator, "b/hidden", b"1").await;
+    put(&operator, "c/ungranted", b"1").await;
+    operator.command(Method::PUT, &["groups", "team-a", "grants", "a/visible"]).await.unwrap();
+    operator.command(Method::PUT, &["groups", "team-b", "grants", "b/hidden"]).await.unwrap();
+    put(&operator, "b/hidden", b"2").await;
+    put(&operator, "c/ungranted", b"2").await;
+    let last = put(&operator, "a/visible", b"2").await;
+    let copies = published_through(&js, last).await;
+
+    // On NATS: team-a's subjects carry only team-a's secret.
+    let team_a = format!("watchword.changes.{}.", subject_token("team-a"));
+    let for_team_a: BTreeSet<String> =
+        copies.iter().filter(|c| c.subject.starts_with(&team_a)).map(|c| notice(c).secret).collect();
+    assert_eq!(for_team_a, BTreeSet::from(["a/visible".to_owned()]));
+    let ungranted = copies.iter().find(|c| notice(c).secret == "c/ungranted").expect("a notice of c/ungranted");
+    assert!(ungranted.subject.starts_with("watchword.changes._."), "{}", ungranted.subject);
+
+    // Over HTTP: the reader sees its secret only, with only its own group.
+    let mut feed = stack.client("reader").events(&EventFilter::default(), Some(0)).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let notice = feed.next().await.unwrap().expect("the feed stays open");
+        let done = notice.sequence == last;
+        seen.push(notice);
+        if done {
+            break;
+        }
+    }
+    // Authorization happens at delivery, so the notice of the version written
+    // before the grant arrives too, without groups.
+    let kinds: Vec<NoticeKind> = seen.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, vec![NoticeKind::Created, NoticeKind::AccessGranted, NoticeKind::Updated]);
+    for notice in &seen {
+        assert_eq!(notice.secret, "a/visible", "the reader received {notice:?}");
+        assert!(notice.groups.iter().all(|g| g == "team-a"), "groups of {notice:?}");
+    }
+    assert_eq!(seen[2].groups, vec!["team-a".to_owned()]);
+
+    // An administrator sees every notice, and the filters apply.
+    let filter = EventFilter { prefix: Some("c/".to_owned()), ..EventFilter::default() };
+    let mut feed = operator.events(&filter, Some(0)).await.unwrap();
+    let first = feed.next().await.unwrap().unwrap();
+    assert_eq!((first.secret.as_str(), first.kind), ("c/ungranted", NoticeKind::Created));
+    assert!(first.groups.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_hold_no_content() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let js = jetstream(&stack).await;
+    operator.create_group(&create("app")).await.unwrap();
+
+    let mut contents = Vec::new();
+    let mut last = 0;
+    for i in 0..6 {
+        let content: [u8; 24] = rand::random();
+        let name = format!("secret-{i}");
+        last = put(&operator, &name, &content).await;
+        operator.command(Method::PUT, &["groups", "app", "grants", &name]).await.unwrap();
+        last = last.max(put(&operator, &name, &content).await);
+        contents.push(content);
+    }
+    let copies = published_through(&js, last).await;
+    assert!(copies.len() >= 18, "expected created, access_granted and updated notices, got {}", copies.len());
+
+    let mut stored = Vec::new();
+    for copy in &copies {
+        stored.extend_from_slice(&copy.payload);
+        stored.extend_from_slice(copy.headers.as_bytes());
+        stored.extend_from_slice(copy.subject.as_bytes());
+    }
+    for content in &contents {
+        let forms = [
+            content.to_vec(),
+            hex::encode(content).into_bytes(),
+            hex::encode_upper(content).into_bytes(),
+            base64::engine::general_purpose::STANDARD.encode(content).into_bytes(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(content).into_bytes(),
+        ];
+        for form in forms {
+            assert!(!stored.windows(form.len()).any(|w| w == form.as_slice()), "content found in the notices stream");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_prints_json_notices() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let status = stack.cli("operator", &["status"], b"");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let after = operator.status().await.unwrap().applied_sequence;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchword"))
+        .args(["events", "watch", "--output", "json", "--after", &after.to_string(), "--kind", "created"])
+        .env("WATCHWORD_CONFIG", stack.dir.path().join("cli-operator.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run watchword events watch");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let sequence = put(&operator, "watched/one", b"x").await;
+    let line = receiver.recv_timeout(WAIT).expect("a notice line from the CLI");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let notice: Notice = serde_json::from_str(&line).expect("a JSON notice");
+    assert_eq!(notice.secret, "watched/one");
+    assert_eq!(notice.kind, NoticeKind::Created);
+    assert_eq!(notice.sequence, sequence);
+    assert_eq!(notice.version, Some(1));
+}

@@ -354,3 +354,93 @@ async fn cli_watch_prints_json_notices() {
     assert_eq!(notice.sequence, sequence);
     assert_eq!(notice.version, Some(1));
 }
+
+/// Connects to nats-server as one of the users of `ops/nats/changes-accounts.conf`.
+async fn connect_as(
+    url: &str,
+    user: &str,
+    password: &str,
+    errors: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> async_nats::Client {
+    let mut options = async_nats::ConnectOptions::new()
+        .user_and_password(user.to_owned(), password.to_owned())
+        .custom_inbox_prefix(format!("_INBOX_{user}"));
+    if let Some(errors) = errors {
+        options = options.event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = errors.send(error.to_string());
+                }
+            }
+        });
+    }
+    options.connect(url).await.expect("connect to nats-server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_permissions_scope_service_to_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/nats/changes-accounts.conf");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let app = subject_token("app");
+    assert!(text.contains(&format!("watchword.changes.{app}.>")), "the example scopes the group app");
+    let store = dir.path().join("nats");
+    let copy = dir.path().join("changes-accounts.conf");
+    std::fs::write(&copy, text.replace("\"nats-data/changes\"", &format!("{store:?}"))).unwrap();
+    let (mut nats, url) = common::stack::start_nats_with(dir.path(), Some(&copy));
+
+    // The server's user creates the notices stream, and an operator the service's consumer.
+    let server = jetstream::new(connect_as(&url, "watchword-server", "dev-server-password", None).await);
+    let nats_config = watchword::config::NatsConfig::default();
+    let changes = watchword::changes::ChangesConfig::default();
+    let stream = watchword::stream::ensure_changes_stream(&server, &nats_config, &changes).await.unwrap();
+    let app_subjects = format!("watchword.changes.{app}.>");
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("svc-app".to_owned()),
+            filter_subject: app_subjects.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let (errors_sender, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let service = connect_as(&url, "svc-app", "dev-svc-app-password", Some(errors_sender)).await;
+    let billing = watchword::changes::change_subject(Some("billing"), "billing/key");
+    let _denied = service.subscribe(billing.clone()).await.unwrap();
+    let error = tokio::time::timeout(WAIT, errors.recv()).await.expect("a permissions violation").unwrap();
+    assert!(error.to_lowercase().contains("permissions violation"), "{error}");
+    let mut live = service.subscribe(app_subjects.clone()).await.unwrap();
+    service.flush().await.unwrap();
+
+    for subject in [billing.clone(), watchword::changes::change_subject(Some("app"), "app/key")] {
+        let ack = server.publish(subject.clone(), subject.clone().into()).await.unwrap();
+        ack.await.unwrap();
+    }
+
+    // Live: only the group's subject arrives.
+    let message = tokio::time::timeout(WAIT, live.next()).await.unwrap().unwrap();
+    assert!(message.subject.starts_with(&format!("watchword.changes.{app}.")));
+
+    // Durable: the operator's consumer gives only the group's notices.
+    let service_js = jetstream::new(service.clone());
+    let consumer: jetstream::consumer::PullConsumer =
+        service_js.get_consumer_from_stream("svc-app", CHANGES).await.expect("the service reads its consumer");
+    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+    let mut subjects = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message.unwrap();
+        subjects.push(message.subject.to_string());
+        message.ack().await.unwrap();
+    }
+    assert_eq!(subjects, vec![watchword::changes::change_subject(Some("app"), "app/key")]);
+
+    // The service cannot make itself a consumer of every group.
+    let widened = pull::Config { durable_name: Some("mine".to_owned()), ..Default::default() };
+    assert!(service_js.create_consumer_on_stream(widened, CHANGES).await.is_err(), "creating a consumer is denied");
+
+    nats.kill().unwrap();
+    nats.wait().unwrap();
+}

@@ -444,3 +444,93 @@ async fn example_permissions_scope_service_to_group() {
     nats.kill().unwrap();
     nats.wait().unwrap();
 }
+
+/// Starts a second `watchword serve` on the stack's NATS and HSM token, with its
+/// own read model and port; returns the process and the path of its log.
+fn start_second_node(stack: &Stack) -> (std::process::Child, std::path::PathBuf) {
+    let address = stack.server_url.trim_start_matches("https://");
+    let config = std::fs::read_to_string(stack.server_config()).unwrap();
+    let config = config.replace(address, "127.0.0.1:0").replace("data_dir = \"data\"", "data_dir = \"data-2\"");
+    let path = stack.dir.path().join("server-2.toml");
+    std::fs::write(&path, config).unwrap();
+    let ready = stack.dir.path().join("server-2.ready");
+    let log_path = stack.dir.path().join("server-2.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_watchword"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("SOFTHSM2_CONF", &stack.token.conf)
+        .env("RUST_LOG", "info,watchword=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn a second watchword serve");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&ready).map_or(true, |a| a.trim().is_empty()) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the second node did not start:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, log_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_store_each_copy_once() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let js = jetstream(&stack).await;
+    for group in ["app", "ops"] {
+        operator.create_group(&create(group)).await.unwrap();
+    }
+    for i in 0..5 {
+        let name = format!("shared/{i}");
+        put(&operator, &name, b"v1").await;
+        for group in ["app", "ops"] {
+            operator.command(Method::PUT, &["groups", group, "grants", &name]).await.unwrap();
+        }
+    }
+    let (mut second, second_log) = start_second_node(&stack);
+
+    // Both nodes publish the same notices, each copy to two groups; the first
+    // node dies part-way, and the second carries on alone.
+    for version in 2..=10 {
+        for i in 0..5 {
+            put(&operator, &format!("shared/{i}"), format!("v{version}").as_bytes()).await;
+        }
+    }
+    stack.kill_server();
+    stack.start_server();
+    let operator = stack.client("operator");
+    let mut last = 0;
+    for i in 0..5 {
+        last = put(&operator, &format!("shared/{i}"), b"last").await;
+    }
+    let copies = published_through(&js, last).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let ids: BTreeSet<&str> = copies.iter().map(|c| c.message_id.as_str()).collect();
+    assert_eq!(ids.len(), copies.len(), "a copy was stored twice");
+    let origins: Vec<u64> = copies.iter().map(|c| c.origin).collect();
+    assert!(origins.windows(2).all(|w| w[0] <= w[1]), "copies out of event order");
+
+    // Every version after the grants reached both groups exactly once.
+    let mut per_group: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for copy in &copies {
+        let notice = notice(copy);
+        if notice.kind == NoticeKind::Updated {
+            per_group.entry((notice.secret, notice.groups[0].clone())).or_default().push(notice.version.unwrap());
+        }
+    }
+    assert_eq!(per_group.len(), 10, "five secrets in two groups: {:?}", per_group.keys());
+    for (key, versions) in &per_group {
+        assert_eq!(versions, &(2..=11).collect::<Vec<u64>>(), "versions of {key:?}");
+    }
+    let second_published = std::fs::read_to_string(second_log).unwrap().matches("change notice published").count();
+    eprintln!("the second node stored {second_published} of {} copies", copies.len());
+}

@@ -534,3 +534,47 @@ async fn two_nodes_store_each_copy_once() {
     let second_published = std::fs::read_to_string(second_log).unwrap().matches("change notice published").count();
     eprintln!("the second node stored {second_published} of {} copies", copies.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_feed_ends_on_shutdown_and_resumes() {
+    let mut stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let js = jetstream(&stack).await;
+    let mut last = 0;
+    for version in 1..=4 {
+        last = put(&operator, "resumed", format!("v{version}").as_bytes()).await;
+    }
+    published_through(&js, last).await;
+
+    let mut feed = operator.events(&EventFilter::default(), Some(0)).await.unwrap();
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        received.push(feed.next().await.unwrap().expect("a notice"));
+    }
+
+    // SIGTERM ends the open feed cleanly, and the server exits.
+    stack.terminate_server();
+    let mut ended = false;
+    while !ended {
+        match feed.next().await {
+            Ok(Some(notice)) => received.push(notice),
+            Ok(None) => ended = true,
+            Err(error) => panic!("the feed failed instead of ending: {error}"),
+        }
+    }
+
+    stack.start_server();
+    let operator = stack.client("operator");
+    let final_sequence = put(&operator, "resumed", b"v5").await;
+    let after = received.last().unwrap().sequence;
+    let mut feed = operator.events(&EventFilter::default(), Some(after)).await.unwrap();
+    loop {
+        let notice = feed.next().await.unwrap().expect("the feed stays open");
+        received.push(notice);
+        if received.last().unwrap().sequence == final_sequence {
+            break;
+        }
+    }
+    let versions: Vec<u64> = received.iter().map(|n| n.version.unwrap()).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5], "each notice once, in order");
+}

@@ -549,11 +549,7 @@ fn summary(state: &SecretState) -> SecretSummary {
 
 /// Formats microseconds since the Unix epoch as RFC 3339.
 pub fn format_micros(micros: i64) -> String {
-    let nanos = i128::from(micros) * 1_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
+    watchword_events::changes::format_micros(micros)
 }
 
 fn etag(revision: u64) -> HeaderValue {

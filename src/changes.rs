@@ -5,7 +5,7 @@
 //! same redb transaction as the event's changes (see
 //! [`watchword_events::changes::derive_notice`]). The publisher copies every
 //! notice to `watchword.changes.<group-token>.<secret-token>`, once per group it
-//! is addressed to, or once with the group token `_` when no group holds a grant.
+//! is addressed to, or once with the group token `_` when no group has a grant.
 //! The notices stream is one ordered log, and every node appends to it the same
 //! way as writers append events:
 //!
@@ -29,9 +29,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, stream};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
-use watchword_events::changes::{ChangeNotice, NoticeKind};
+use watchword_events::changes::ChangeNotice;
 use watchword_events::names::subject_token;
 use watchword_events::readmodel::ReadModel;
 
@@ -44,7 +44,7 @@ pub const CHANGE_SUBJECT_PREFIX: &str = "watchword.changes";
 /// Subject filter of every notice subject.
 pub const CHANGE_SUBJECTS: &str = "watchword.changes.>";
 
-/// Group token of the copy of a notice about a secret on which no group holds a
+/// Group token of the copy of a notice about a secret on which no group has a
 /// grant. Real group tokens are 64 hex digits, so it never collides with one.
 pub const NO_GROUP_TOKEN: &str = "_";
 
@@ -58,7 +58,7 @@ pub const COPY_HEADER: &str = "Watchword-Copy";
 const OUTBOX_BATCH: usize = 256;
 
 /// Interval at which an idle publisher checks for notices, so that a node whose
-/// projection stands still still publishes what another node left unpublished.
+/// projection is idle still publishes what another node left unpublished.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Delay before retrying after NATS or the read model failed.
@@ -106,36 +106,8 @@ impl ChangesConfig {
     }
 }
 
-/// A change notice in its JSON form, schema version 1 (`docs/change-notice.schema.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notice {
-    pub schema: u32,
-    pub sequence: u64,
-    pub kind: NoticeKind,
-    pub secret: String,
-    pub groups: Vec<String>,
-    pub version: Option<u64>,
-    pub actor: String,
-    /// RFC 3339 time at which the event was recorded.
-    pub time: String,
-    pub event_id: String,
-}
-
-impl Notice {
-    fn from_stored(notice: &ChangeNotice, groups: Vec<String>) -> Notice {
-        Notice {
-            schema: notice.schema,
-            sequence: notice.sequence,
-            kind: notice.kind,
-            secret: notice.secret.clone(),
-            groups,
-            version: notice.version,
-            actor: notice.actor.clone(),
-            time: crate::api::format_micros(notice.recorded_at_micros),
-            event_id: notice.event_id.clone(),
-        }
-    }
-}
+/// A change notice in its JSON form, schema version 1.
+pub use watchword_events::changes::ChangeNotice as Notice;
 
 /// Returns the subject of the copy of a notice about `secret` for `group`.
 pub fn change_subject(group: Option<&str>, secret: &str) -> String {
@@ -166,7 +138,7 @@ fn copies(notice: &ChangeNotice) -> Vec<Copy> {
         .map(|(group, number)| {
             let subject = change_subject(group.map(String::as_str), &notice.secret);
             let token = subject.split('.').nth(2).unwrap_or(NO_GROUP_TOKEN).to_owned();
-            let wire = Notice::from_stored(notice, group.into_iter().cloned().collect());
+            let wire = Notice { groups: group.into_iter().cloned().collect(), ..notice.clone() };
             Copy {
                 origin: notice.sequence,
                 number,
@@ -179,7 +151,7 @@ fn copies(notice: &ChangeNotice) -> Vec<Copy> {
         .collect()
 }
 
-/// Where the notices stream ends: its last copy.
+/// The end of the notices stream: its last copy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Position {
     stream_sequence: u64,
@@ -268,7 +240,7 @@ impl ChangeStream {
             return Ok(last + 1);
         }
         // Origins increase with the stream sequence, and the stream denies deletes,
-        // so every sequence between first and last holds a copy.
+        // so every sequence between first and last has a copy.
         let (mut low, mut high) = (first, last + 1);
         while low < high {
             let middle = low + (high - low) / 2;
@@ -416,6 +388,8 @@ fn request_error(operation: &'static str, error: impl std::fmt::Display) -> Stre
 
 #[cfg(test)]
 mod tests {
+    use watchword_events::changes::NoticeKind;
+
     use super::*;
 
     fn notice(groups: &[&str]) -> ChangeNotice {
@@ -427,7 +401,7 @@ mod tests {
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             version: Some(2),
             actor: "spiffe://watchword.dev/operator".to_owned(),
-            recorded_at_micros: 0,
+            time: "2026-12-04T21:10:02.118204Z".to_owned(),
             event_id: "0190".to_owned(),
         }
     }

@@ -61,7 +61,7 @@ async fn raw_copies(js: &jetstream::Context) -> Vec<RawCopy> {
     copies
 }
 
-/// Waits until the notices stream holds a complete notice of an event at or after `origin`.
+/// Waits until the notices stream has a complete notice of an event at or after `origin`.
 async fn published_through(js: &jetstream::Context, origin: u64) -> Vec<RawCopy> {
     eventually(&format!("notices through sequence {origin}"), async || {
         let stream = js.get_stream(CHANGES).await.ok()?;
@@ -83,7 +83,7 @@ async fn put(client: &ApiClient, name: &str, content: &[u8]) -> u64 {
     client.put_secret(name, content.to_vec(), &PutOptions::default()).await.unwrap().sequence
 }
 
-/// Appends a `[changes]` section to the server's configuration.
+/// Sets `publish` in the `[changes]` section of the server's configuration.
 fn set_publish(stack: &Stack, publish: bool) {
     let path = stack.server_config();
     let config = std::fs::read_to_string(&path).unwrap();
@@ -214,7 +214,7 @@ async fn durable_subscriber_resumes_across_crashes_without_gap() {
     let grants = unique.iter().filter(|n| n.kind == NoticeKind::AccessGranted).count();
     assert_eq!(grants, 4, "one access_granted notice per grant");
 
-    // The stream itself holds each copy once.
+    // The stream itself stores each copy once.
     let ids: BTreeSet<&str> = copies.iter().map(|c| c.message_id.as_str()).collect();
     assert_eq!(ids.len(), copies.len(), "a copy was stored twice");
     let origins: Vec<u64> = copies.iter().map(|c| c.origin).collect();
@@ -270,7 +270,7 @@ async fn subscriber_without_grant_receives_nothing() {
     }
     assert_eq!(seen[2].groups, vec!["team-a".to_owned()]);
 
-    // An administrator sees every notice, and the filters apply.
+    // An administrator receives every notice, and the filters apply.
     let filter = EventFilter { prefix: Some("c/".to_owned()), ..EventFilter::default() };
     let mut feed = operator.events(&filter, Some(0)).await.unwrap();
     let first = feed.next().await.unwrap().unwrap();
@@ -446,7 +446,7 @@ async fn example_permissions_scope_service_to_group() {
 }
 
 /// Starts a second `watchword serve` on the stack's NATS and HSM token, with its
-/// own read model and port; returns the process and the path of its log.
+/// own read model and port. Returns the process and the path of its log.
 fn start_second_node(stack: &Stack) -> (std::process::Child, std::path::PathBuf) {
     let address = stack.server_url.trim_start_matches("https://");
     let config = std::fs::read_to_string(stack.server_config()).unwrap();

@@ -24,7 +24,7 @@ use crate::verify::RecordedEvent;
 /// Version of the notice format, the `schema` field of every notice.
 pub const NOTICE_SCHEMA_VERSION: u32 = 1;
 
-/// What happened to a secret, as a notice names it.
+/// The kind of change to a secret that a notice reports.
 ///
 /// Every kind is part of schema version 1, including those whose events this
 /// build does not record yet (see [`derive_notice`]).
@@ -91,6 +91,9 @@ impl NoticeKind {
 }
 
 /// One change notice: metadata of a change to one secret, never its content.
+///
+/// The read model's outbox stores it in MessagePack, and NATS and the HTTP feed
+/// carry it as JSON (`docs/change-notice.schema.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeNotice {
     /// Always [`NOTICE_SCHEMA_VERSION`] for this layout.
@@ -100,17 +103,17 @@ pub struct ChangeNotice {
     pub sequence: u64,
     pub kind: NoticeKind,
     pub secret: String,
-    /// Groups the notice is addressed to, ordered by name: for a change of the
-    /// secret, the groups holding a grant on it right after the event; for a grant
-    /// change, the group whose grant changed. Empty when no group holds a grant.
+    /// Groups the notice is addressed to, ordered by name. For a change of the
+    /// secret, these are the groups with a grant on it right after the event. For a
+    /// grant change, it is the group whose grant changed. Empty when no group has a grant.
     pub groups: Vec<String>,
     /// The content version the change concerns, or the current one for a grant
     /// change; `None` when the secret does not exist.
     pub version: Option<u64>,
     /// Principal that caused the change.
     pub actor: String,
-    /// Time the event was recorded, in microseconds since the Unix epoch.
-    pub recorded_at_micros: i64,
+    /// RFC 3339 time, in UTC, at which the event was recorded.
+    pub time: String,
     /// Id of the event (UUIDv7), to look it up with the replay tool.
     pub event_id: String,
 }
@@ -121,8 +124,8 @@ pub enum Derived {
     Notice(ChangeNotice),
     /// The event changes no secret and no grant on one (clients, operators, keys).
     NoNotice,
-    /// The fold knows the kind, but no notice mapping exists for it yet. A notice
-    /// is never guessed: the caller logs the kind and moves on.
+    /// The fold applies the kind, but no notice mapping exists for it yet. A
+    /// notice is never guessed, so the caller logs the kind and moves on.
     Unmapped {
         kind: String,
     },
@@ -196,13 +199,24 @@ fn notice(
         groups,
         version,
         actor: event.actor.principal.clone(),
-        recorded_at_micros: event.recorded_at_micros,
+        time: format_micros(event.recorded_at_micros),
         event_id: event.id.to_string(),
     })
 }
 
-/// A body that fails to decode never reaches here, because the fold decoded it
-/// first; should it happen, the event gets no notice rather than a wrong one.
+/// Formats microseconds since the Unix epoch as RFC 3339 in UTC, or as the plain
+/// number when the time is outside the range RFC 3339 can express.
+pub fn format_micros(micros: i64) -> String {
+    let nanos = i128::from(micros) * 1_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// Returns the outcome for an event without a notice mapping. A body that fails
+/// to decode also ends here, so the event gets no notice rather than a wrong one;
+/// the fold decodes every body first, so that cannot happen to a projected event.
 fn unmapped(recorded: &RecordedEvent) -> Derived {
     Derived::Unmapped { kind: recorded.event.kind.clone() }
 }

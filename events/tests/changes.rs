@@ -30,8 +30,8 @@ fn notices(derived: &[(u64, Derived)]) -> Vec<ChangeNotice> {
         .collect()
 }
 
-/// A secret written before and after a grant, the grant removed, and events of
-/// other aggregates in between.
+/// Builds a history: a secret written before and after two grants, one grant
+/// removed, and events of other aggregates in between.
 fn history() -> Stream {
     let mut stream = Stream::bootstrapped();
     stream.create_group("app");

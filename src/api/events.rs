@@ -7,8 +7,8 @@
 //!
 //! Authorization happens at delivery time, through the rule of the read and watch
 //! paths: a client receives a notice only if it may read the secret when the
-//! notice is delivered, and sees only those of the notice's groups it is a member
-//! of. Administrators and auditors receive every notice with all its groups.
+//! notice is delivered, and the notice lists only the groups the client is a
+//! member of. Administrators and auditors receive every notice with all its groups.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

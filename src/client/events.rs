@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::{ApiClient, ClientError};
 pub use crate::changes::Notice;
 
-/// Longest silence on an open feed before it counts as lost: the server sends a
+/// Maximum silence on an open feed before it counts as lost. The server sends a
 /// keep-alive comment every 15 seconds.
 const IDLE_LIMIT: Duration = Duration::from_secs(45);
 

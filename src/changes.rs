@@ -68,7 +68,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChangesConfig {
-    /// Whether this node publishes notices; the HTTP feed works either way.
+    /// Whether this node publishes notices. The HTTP feed works either way, and a
+    /// node that does not publish still prunes its outbox of what others published.
     /// Default true.
     pub publish: bool,
     /// Name of the notices stream. Default `WATCHWORD_CHANGES`.
@@ -87,6 +88,7 @@ impl Default for ChangesConfig {
 }
 
 impl ChangesConfig {
+    /// Checks the limits, naming the setting that is out of range.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=3650).contains(&self.max_age_days) {
             return Err(format!("changes.max_age_days {} must be between 1 and 3650", self.max_age_days));
@@ -117,7 +119,7 @@ pub fn change_subject(group: Option<&str>, secret: &str) -> String {
 
 /// One copy of a notice, addressed to one group, as it is published.
 #[derive(Debug)]
-struct Copy {
+struct NoticeCopy {
     origin: u64,
     /// 1-based number of this copy among the notice's copies.
     number: u32,
@@ -128,7 +130,7 @@ struct Copy {
 }
 
 /// Splits a notice into its copies, one per group in name order, or one for no group.
-fn copies(notice: &ChangeNotice) -> Vec<Copy> {
+fn copies(notice: &ChangeNotice) -> Vec<NoticeCopy> {
     let groups: Vec<Option<&String>> =
         if notice.groups.is_empty() { vec![None] } else { notice.groups.iter().map(Some).collect() };
     let count = u32::try_from(groups.len()).unwrap_or(u32::MAX);
@@ -139,7 +141,7 @@ fn copies(notice: &ChangeNotice) -> Vec<Copy> {
             let subject = change_subject(group.map(String::as_str), &notice.secret);
             let token = subject.split('.').nth(2).unwrap_or(NO_GROUP_TOKEN).to_owned();
             let wire = Notice { groups: group.into_iter().cloned().collect(), ..notice.clone() };
-            Copy {
+            NoticeCopy {
                 origin: notice.sequence,
                 number,
                 count,
@@ -267,7 +269,7 @@ impl ChangeStream {
     }
 
     /// Appends one copy right after the copy at `expected_last`.
-    async fn publish(&self, copy: &Copy, expected_last: u64) -> Result<Published, StreamError> {
+    async fn publish(&self, copy: &NoticeCopy, expected_last: u64) -> Result<Published, StreamError> {
         use async_nats::jetstream::context::PublishErrorKind;
         let message = jetstream::message::PublishMessage::build()
             .payload(copy.payload.clone().into())
@@ -296,24 +298,28 @@ enum Published {
     ByAnother,
 }
 
-/// Publishes the outbox's notices until `stopping` turns true.
+/// Publishes the outbox's notices until `stopping` turns true. With `publish`
+/// off, it only removes from the outbox what other nodes have published.
 pub async fn run_publisher(
     model: Arc<ReadModel>,
     changes: ChangeStream,
+    publish: bool,
     mut progress: watch::Receiver<Progress>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    tracing::info!("change notice publisher started");
+    tracing::info!(publish, "change notice publisher started");
+    let mut publisher = Publisher { model, changes, publish, pruned_through: 0 };
     loop {
-        let delay = match publish_pending(&model, &changes).await {
+        let delay = match publisher.publish_pending().await {
             Ok(()) => IDLE_POLL,
             Err(error) => {
                 tracing::warn!(%error, "publishing change notices failed; retrying");
                 RETRY_DELAY
             }
         };
+        // Once the projector has stopped, `changed` fails, and the branch is disabled.
         tokio::select! {
-            _ = progress.changed() => {}
+            Ok(()) = progress.changed() => {}
             _ = tokio::time::sleep(delay) => {}
             _ = stopping.wait_for(|stopping| *stopping) => {
                 tracing::info!("change notice publisher stopped");
@@ -323,63 +329,82 @@ pub async fn run_publisher(
     }
 }
 
-/// Publishes every outbox notice that the stream does not hold yet, then prunes them.
-async fn publish_pending(model: &Arc<ReadModel>, changes: &ChangeStream) -> Result<(), StreamError> {
-    let mut position = changes.last().await?;
-    loop {
-        prune(model, position.complete_through()).await?;
-        let pending = pending(model, position.complete_through()).await?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let before = position;
-        'notices: for notice in &pending {
-            for copy in copies(notice) {
-                if (copy.origin, copy.number) <= (position.origin, position.number) {
-                    continue;
-                }
-                match changes.publish(&copy, position.stream_sequence).await? {
-                    Published::Stored(sequence) => {
-                        tracing::debug!(event.seq = copy.origin, notice.seq = sequence, "change notice published");
-                        position = Position {
-                            stream_sequence: sequence,
-                            origin: copy.origin,
-                            number: copy.number,
-                            count: copy.count,
-                        };
+/// The state of one node's publisher.
+struct Publisher {
+    model: Arc<ReadModel>,
+    changes: ChangeStream,
+    publish: bool,
+    /// Origin sequence up to which the outbox is already pruned.
+    pruned_through: u64,
+}
+
+impl Publisher {
+    /// Publishes every outbox notice that the stream does not have yet, and prunes
+    /// the outbox of the notices the stream has.
+    async fn publish_pending(&mut self) -> Result<(), StreamError> {
+        let mut position = self.changes.last().await?;
+        loop {
+            self.prune(position.complete_through()).await?;
+            if !self.publish {
+                return Ok(());
+            }
+            let pending = self.pending(position.complete_through()).await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+
+            let before = position;
+            'notices: for notice in &pending {
+                for copy in copies(notice) {
+                    if (copy.origin, copy.number) <= (position.origin, position.number) {
+                        continue;
                     }
-                    Published::ByAnother => {
-                        position = changes.last().await?;
-                        break 'notices;
+                    match self.changes.publish(&copy, position.stream_sequence).await? {
+                        Published::Stored(sequence) => {
+                            tracing::debug!(event.seq = copy.origin, notice.seq = sequence, "change notice published");
+                            position = Position {
+                                stream_sequence: sequence,
+                                origin: copy.origin,
+                                number: copy.number,
+                                count: copy.count,
+                            };
+                        }
+                        Published::ByAnother => {
+                            position = self.changes.last().await?;
+                            break 'notices;
+                        }
                     }
                 }
             }
+            if position == before {
+                // Every pending copy is already in the stream; nothing moves until the
+                // projection or another node does.
+                return Ok(());
+            }
         }
-        if position == before {
-            // Every pending copy is already in the stream; nothing moves until the
-            // projection or another node does.
+    }
+
+    async fn pending(&self, after: u64) -> Result<Vec<ChangeNotice>, StreamError> {
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || model.pending_notices(after, OUTBOX_BATCH))
+            .await
+            .map_err(|e| request_error("outbox read task", e))?
+            .map_err(|e| request_error("outbox read", e))
+    }
+
+    /// Removes the outbox entries up to `through`, unless an earlier call did.
+    async fn prune(&mut self, through: u64) -> Result<(), StreamError> {
+        if through <= self.pruned_through {
             return Ok(());
         }
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || model.prune_notices(through))
+            .await
+            .map_err(|e| request_error("outbox prune task", e))?
+            .map_err(|e| request_error("outbox prune", e))?;
+        self.pruned_through = through;
+        Ok(())
     }
-}
-
-async fn pending(model: &Arc<ReadModel>, after: u64) -> Result<Vec<ChangeNotice>, StreamError> {
-    let model = Arc::clone(model);
-    tokio::task::spawn_blocking(move || model.pending_notices(after, OUTBOX_BATCH))
-        .await
-        .map_err(|e| request_error("outbox read task", e))?
-        .map_err(|e| request_error("outbox read", e))
-}
-
-async fn prune(model: &Arc<ReadModel>, through: u64) -> Result<(), StreamError> {
-    if through == 0 {
-        return Ok(());
-    }
-    let model = Arc::clone(model);
-    tokio::task::spawn_blocking(move || model.prune_notices(through))
-        .await
-        .map_err(|e| request_error("outbox prune task", e))?
-        .map_err(|e| request_error("outbox prune", e))
 }
 
 fn request_error(operation: &'static str, error: impl std::fmt::Display) -> StreamError {

@@ -115,8 +115,8 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     Ok(())
 }
 
-/// Opens the notices stream and, unless `changes.publish` is off, starts the
-/// publisher that moves notices from the read model's outbox to it.
+/// Opens the notices stream and starts the publisher that moves notices from the
+/// read model's outbox to it (with `changes.publish` off, it only prunes).
 async fn start_changes(
     config: &ServerConfig,
     store: &EventStore,
@@ -128,11 +128,14 @@ async fn start_changes(
         .await
         .map_err(|e| StartError::Unavailable(e.to_string()))?;
     let changes = ChangeStream::new(store.jetstream().clone(), stream);
-    if config.changes.publish {
-        let publisher =
-            crate::changes::run_publisher(Arc::clone(model), changes.clone(), progress.clone(), stopping.clone());
-        tokio::spawn(publisher);
-    }
+    let publisher = crate::changes::run_publisher(
+        Arc::clone(model),
+        changes.clone(),
+        config.changes.publish,
+        progress.clone(),
+        stopping.clone(),
+    );
+    tokio::spawn(publisher);
     Ok(changes)
 }
 

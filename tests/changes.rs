@@ -276,6 +276,15 @@ async fn subscriber_without_grant_receives_nothing() {
     let first = feed.next().await.unwrap().unwrap();
     assert_eq!((first.secret.as_str(), first.kind), ("c/ungranted", NoticeKind::Created));
     assert!(first.groups.is_empty());
+
+    // So does an auditor, with every group of a notice.
+    operator.set_roles("spiffe://watchword.dev/auditor", &["auditor"]).await.unwrap();
+    let filter =
+        EventFilter { group: Some("team-b".to_owned()), kinds: vec!["updated".to_owned()], ..Default::default() };
+    let mut feed = stack.client("auditor").events(&filter, Some(0)).await.unwrap();
+    let hidden = feed.next().await.unwrap().unwrap();
+    assert_eq!((hidden.secret.as_str(), hidden.version), ("b/hidden", Some(2)));
+    assert_eq!(hidden.groups, vec!["team-b".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

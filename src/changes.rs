@@ -18,7 +18,7 @@
 //!   past the duplicate window, and copies stay in origin order.
 //! - After a crash, a node reads the last copy's origin sequence and copy number
 //!   from its headers and publishes what follows it from the outbox. Outbox
-//!   entries are removed only once the stream holds all of their copies.
+//!   entries are removed only once the stream has all of their copies.
 //!
 //! Delivery to services is at least once: a durable consumer that crashes before
 //! it acknowledges gets the copy again, and recognizes it by its `sequence` and

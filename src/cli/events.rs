@@ -55,8 +55,8 @@ pub(super) async fn run(client: &ApiClient, output: Output, command: EventsComma
     let mut feed = client.events(&filter, Some(after)).await?;
     if output == Output::Table {
         print_line(&format!(
-            "{:>10}  {:<16}  {:<7}  {:<30}  {:<24}  BY",
-            "SEQUENCE", "KIND", "VERSION", "SECRET", "TIME"
+            "{:>10}  {:<16}  {:<7}  {:<30}  {:<16}  {:<27}  BY",
+            "SEQUENCE", "KIND", "VERSION", "SECRET", "GROUPS", "TIME"
         ));
     }
     loop {
@@ -96,12 +96,14 @@ fn print_notice(output: Output, notice: &Notice) {
         },
         Output::Table => {
             let version = notice.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let groups = if notice.groups.is_empty() { "-".to_owned() } else { notice.groups.join(",") };
             print_line(&format!(
-                "{:>10}  {:<16}  {:<7}  {:<30}  {:<24}  {}",
+                "{:>10}  {:<16}  {:<7}  {:<30}  {:<16}  {:<27}  {}",
                 notice.sequence,
                 notice.kind.as_str(),
                 version,
                 notice.secret,
+                groups,
                 notice.time,
                 notice.actor
             ));

@@ -83,15 +83,15 @@ async fn put(client: &ApiClient, name: &str, content: &[u8]) -> u64 {
     client.put_secret(name, content.to_vec(), &PutOptions::default()).await.unwrap().sequence
 }
 
-/// Sets `publish` in the `[changes]` section of the server's configuration.
-fn set_publish(stack: &Stack, publish: bool) {
+/// Replaces the `[changes]` section of the server's configuration with `settings`.
+fn set_changes(stack: &Stack, settings: &str) {
     let path = stack.server_config();
     let config = std::fs::read_to_string(&path).unwrap();
     let config = match config.split_once("\n[changes]\n") {
         Some((head, _)) => head.to_owned(),
         None => config,
     };
-    std::fs::write(&path, format!("{config}\n[changes]\npublish = {publish}\n")).unwrap();
+    std::fs::write(&path, format!("{config}\n[changes]\n{settings}\n")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +122,7 @@ async fn durable_subscriber_resumes_across_crashes_without_gap() {
     // The server projects while it cannot publish, then dies: the notices wait in
     // the read model's outbox, between projection and publication.
     stack.kill_server();
-    set_publish(&stack, false);
+    set_changes(&stack, "publish = false");
     stack.start_server();
     let operator = stack.client("operator");
     for version in 2..=4 {
@@ -138,7 +138,7 @@ async fn durable_subscriber_resumes_across_crashes_without_gap() {
     let updates = unpublished.iter().filter(|n| n.kind == NoticeKind::Updated).count();
     assert_eq!(updates, 12, "the outbox holds the twelve updates, none of them published");
     drop(model);
-    set_publish(&stack, true);
+    set_changes(&stack, "publish = true");
     stack.start_server();
 
     // A burst of writes, and SIGKILL in the middle of it.
@@ -586,4 +586,20 @@ async fn http_feed_ends_on_shutdown_and_resumes() {
     }
     let versions: Vec<u64> = received.iter().map(|n| n.version.unwrap()).collect();
     assert_eq!(versions, vec![1, 2, 3, 4, 5], "each notice once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_follows_configuration() {
+    let mut stack = Stack::start().await;
+    let js = jetstream(&stack).await;
+    let config = js.get_stream(CHANGES).await.unwrap().get_info().await.unwrap().config;
+    assert_eq!(config.max_age, std::time::Duration::from_secs(30 * 24 * 60 * 60), "30 days by default");
+    assert_eq!(config.max_bytes, 1024 * 1024 * 1024, "1 GiB by default");
+
+    stack.kill_server();
+    set_changes(&stack, "max_age_days = 7\nmax_bytes_mib = 64");
+    stack.start_server();
+    let config = js.get_stream(CHANGES).await.unwrap().get_info().await.unwrap().config;
+    assert_eq!(config.max_age, std::time::Duration::from_secs(7 * 24 * 60 * 60));
+    assert_eq!(config.max_bytes, 64 * 1024 * 1024);
 }

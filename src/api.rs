@@ -22,6 +22,7 @@ use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, Wr
 
 pub mod enrolment;
 pub mod entities;
+pub mod events;
 pub mod operators;
 pub mod secrets;
 pub mod tokens;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub root_public_key: [u8; 32],
     /// Turns true when the server shuts down, so long-polls end at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The notices stream, which the event feed reads.
+    pub changes: crate::changes::ChangeStream,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(secrets::routes())
+        .route("/v1/events", get(events::stream_events))
         .route("/v1/status", get(status))
         .merge(entities::routes())
         .merge(enrolment::routes())
@@ -271,11 +275,7 @@ async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
 
 /// Formats microseconds since the Unix epoch as RFC 3339.
 pub fn format_micros(micros: i64) -> String {
-    let nanos = i128::from(micros) * 1_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
+    watchword_events::changes::format_micros(micros)
 }
 
 /// Reads `If-Match` (a revision) or `If-None-Match: *` (must not exist).

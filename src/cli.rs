@@ -25,6 +25,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 
+mod events;
+
 use crate::client::{ApiClient, ClientError, ClientSummary, CommandResponse, CreateRequest, GroupSummary};
 use crate::config::{self, CONFIG_ENV, ClientConfig, ServerConfig};
 use reqwest::Method;
@@ -71,6 +73,9 @@ enum Command {
     /// Give operators roles: admin, auditor, owner:<group>, automation:<group>.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Follow change notices of secrets.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Show the server's region and projection progress.
     Status,
     /// Certificates for development.
@@ -268,6 +273,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Secret(command) => secret::run(&client(&cli.config)?, cli.output, command, &cli.config).await,
         Command::Client(command) => run_client(&client(&cli.config)?, cli.output, command).await,
         Command::Group(command) => run_group(&client(&cli.config)?, cli.output, command).await,
+        Command::Events(command) => events::run(&client(&cli.config)?, cli.output, command).await,
         Command::Operator(OperatorCommand::SetRoles { identity, roles }) => {
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             let response = client(&cli.config)?.set_roles(&identity, &roles).await?;

@@ -14,6 +14,9 @@ pub use crate::api::entities::{ClientSummary, CommandResponse, CreateRequest, Di
 pub use crate::api::{SecretList, SecretSummary, StatusResponse, WriteResponse};
 use crate::tls;
 
+mod events;
+pub use events::{EventFeed, EventFilter, Notice};
+
 /// Characters left as they are in a path segment: RFC 3986's unreserved set.
 /// Names `.` and `..`, which URL parsers would resolve, are rejected by the name rules.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');

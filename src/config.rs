@@ -57,6 +57,8 @@ pub struct ServerConfig {
     /// Certificate authority for enrolled clients; absent: enrolment is off.
     #[serde(default)]
     pub ca: Option<CaConfig>,
+    #[serde(default)]
+    pub changes: crate::changes::ChangesConfig,
 }
 
 /// The `[ca]` section: client enrolment under the HSM's CA key (`hsm.ca_key_label`).
@@ -337,6 +339,7 @@ impl ResolvePaths for ServerConfig {
                 self.expiry.check_interval_secs
             ));
         }
+        self.changes.validate()?;
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));
         }

@@ -134,6 +134,9 @@ async fn apply(
     .map_err(|e| ProjectError::Fatal(format!("projection task failed: {e}")))?
     .map_err(|e| ProjectError::Fatal(e.to_string()))?;
 
+    for (sequence, kind) in &outcome.unmapped {
+        tracing::debug!(event.seq = sequence, event.kind = %kind, "no change notice is defined for this event kind");
+    }
     if outcome.already_applied > 0 {
         tracing::debug!(count = outcome.already_applied, "skipped events already in the read model");
     }

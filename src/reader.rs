@@ -141,6 +141,13 @@ impl Reader {
         .await
     }
 
+    /// Returns the groups a client is a member of, ordered by name.
+    pub async fn client_groups(&self, client: &str) -> Result<Vec<String>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let client = client.to_owned();
+        blocking(move || model.read(|view| view.client_groups(&client)).map(|(groups, _)| groups)).await
+    }
+
     /// Returns every client and every group, with the sequence the read model reflects.
     pub async fn directory(
         &self,

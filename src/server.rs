@@ -12,6 +12,7 @@ use watchword_events::verify::RootKeys;
 use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
+use crate::changes::ChangeStream;
 use crate::config::ServerConfig;
 use crate::digest::DigestKey;
 use crate::hsm::Hsm;
@@ -77,6 +78,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     let ca = load_ca(&config, &hsm)?;
     let root_public_key = hsm.root_public_key();
     let (stop, stopping) = watch::channel(false);
+    let changes = start_changes(&config, &store, &model, &progress, &stopping).await?;
     let writer = Writer::new(store.clone(), hsm.clone(), Arc::new(signer));
     let reader = Reader::new(model, store, hsm, progress);
     let secrets = Secrets::new(writer.clone(), reader.clone(), Arc::new(digest), config.limits.clone());
@@ -90,6 +92,7 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         ca,
         root_public_key,
         stopping: stopping.clone(),
+        changes,
     };
     if let Some(address) = config.public_listen {
         start_public(&config, address, state.clone(), ready_file).await?;
@@ -120,6 +123,30 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
         .map_err(|e| StartError::Unavailable(format!("HTTPS server failed: {e}")))?;
     tracing::info!("watchword server stopped");
     Ok(())
+}
+
+/// Opens the notices stream and starts the publisher that moves notices from the
+/// read model's outbox to it (with `changes.publish` off, it only prunes).
+async fn start_changes(
+    config: &ServerConfig,
+    store: &EventStore,
+    model: &Arc<ReadModel>,
+    progress: &watch::Receiver<Progress>,
+    stopping: &watch::Receiver<bool>,
+) -> Result<ChangeStream, StartError> {
+    let stream = crate::stream::ensure_changes_stream(store.jetstream(), &config.nats, &config.changes)
+        .await
+        .map_err(|e| StartError::Unavailable(e.to_string()))?;
+    let changes = ChangeStream::new(store.jetstream().clone(), stream);
+    let publisher = crate::changes::run_publisher(
+        Arc::clone(model),
+        changes.clone(),
+        config.changes.publish,
+        progress.clone(),
+        stopping.clone(),
+    );
+    tokio::spawn(publisher);
+    Ok(changes)
 }
 
 fn load_ca(config: &ServerConfig, hsm: &Hsm) -> Result<Option<Arc<ClientCa>>, StartError> {

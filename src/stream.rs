@@ -70,6 +70,10 @@ impl EventStore {
         Ok(EventStore { jetstream, stream, data_keys, stream_name: config.stream.clone() })
     }
 
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     pub fn stream(&self) -> &stream::Stream {
         &self.stream
     }
@@ -252,6 +256,56 @@ async fn ensure_data_key_stream(
             stream: config.data_key_stream.clone(),
             message: "allow_direct is off; enable it (nats stream edit --allow-direct)".to_owned(),
         });
+    }
+    Ok(stream)
+}
+
+/// Creates the notices stream, or brings an existing one to the configured
+/// retention. Limits by age and size drop the oldest notices, never the events.
+pub async fn ensure_changes_stream(
+    jetstream: &jetstream::Context,
+    nats: &NatsConfig,
+    changes: &crate::changes::ChangesConfig,
+) -> Result<stream::Stream, StreamError> {
+    use crate::changes::CHANGE_SUBJECTS;
+    let expected = stream::Config {
+        name: changes.stream.clone(),
+        description: Some("Change notices of secrets, metadata only; see docs/changes.md".to_owned()),
+        subjects: vec![CHANGE_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        num_replicas: nats.replicas,
+        duplicate_window: Duration::from_secs(nats.duplicate_window_secs),
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: changes.max_age(),
+        max_bytes: changes.max_bytes(),
+        // Readers find a position by bisecting sequences, which needs no holes.
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let mut stream = jetstream
+        .get_or_create_stream(expected.clone())
+        .await
+        .map_err(|e| request_error("notices stream create", e))?;
+    let info = stream.info().await.map_err(|e| request_error("notices stream info", e))?.clone();
+    let misconfigured = |message: String| StreamError::Misconfigured { stream: changes.stream.clone(), message };
+    if !info.config.subjects.iter().any(|s| s == CHANGE_SUBJECTS) {
+        return Err(misconfigured(format!("its subjects {:?} do not include {CHANGE_SUBJECTS}", info.config.subjects)));
+    }
+    if !info.config.allow_direct || !info.config.deny_delete {
+        return Err(misconfigured("it must have allow_direct and deny_delete set".to_owned()));
+    }
+    if info.config.max_age != expected.max_age || info.config.max_bytes != expected.max_bytes {
+        tracing::info!(
+            stream = %changes.stream,
+            max_age_days = changes.max_age_days,
+            max_bytes_mib = changes.max_bytes_mib,
+            "changing the retention of the notices stream to the configured one"
+        );
+        let updated = stream::Config { max_age: expected.max_age, max_bytes: expected.max_bytes, ..info.config };
+        jetstream.update_stream(updated).await.map_err(|e| request_error("notices stream update", e))?;
+        stream = jetstream.get_stream(&changes.stream).await.map_err(|e| request_error("notices stream get", e))?;
     }
     Ok(stream)
 }

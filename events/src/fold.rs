@@ -180,6 +180,8 @@ pub trait StateView {
     /// Returns the secrets a group may read, ordered by name.
     fn group_grants(&self, group: &str) -> Result<Vec<String>, ViewError>;
     fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError>;
+    /// Returns the groups that hold a grant on a secret, ordered by name.
+    fn secret_groups(&self, secret: &str) -> Result<Vec<String>, ViewError>;
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError>;
     /// Returns every version of a secret that the read model keeps, oldest first.
     fn secret_versions(&self, name: &str) -> Result<Vec<SecretVersion>, ViewError>;
@@ -606,6 +608,10 @@ impl StateView for MemoryState {
 
     fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
         Ok(self.grants.contains(&(secret.to_owned(), group.to_owned())))
+    }
+
+    fn secret_groups(&self, secret: &str) -> Result<Vec<String>, ViewError> {
+        Ok(self.grants.iter().filter(|(s, _)| s == secret).map(|(_, g)| g.clone()).collect())
     }
 
     fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {

@@ -18,6 +18,7 @@
 //! | `secret_versions` | `(secret name, version)` | [`SecretVersion`] |
 //! | `file_names` | file name | name of the secret that claims it |
 //! | `expiries` | `(expiry time in µs, secret name)` | `()`, for current versions not yet expired |
+//! | `change_outbox` | stream sequence of the event | [`ChangeNotice`] |
 //!
 //! `meta` also holds `"schema_version"`. A file written with another schema is
 //! emptied when opened and projected again from the stream, which is the truth.
@@ -25,6 +26,11 @@
 //! The last applied stream sequence is written in the same write transaction as the
 //! changes of the events up to it, so after a crash the projection resumes exactly
 //! after the last committed event.
+//!
+//! `change_outbox` holds the change notice of each applied event until the server
+//! has published it: written in the same transaction as the event's changes, it
+//! carries the state at that event (the groups holding grants then), which a later
+//! read of the read model could no longer give.
 
 use std::path::Path;
 
@@ -34,6 +40,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::changes::{ChangeNotice, Derived, derive_notice};
 use crate::error::{ApplyError, ViewError};
 use crate::event::Aggregate;
 use crate::fold::{
@@ -56,6 +63,7 @@ const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators"
 const SECRET_VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("secret_versions");
 const FILE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("file_names");
 const EXPIRIES: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiries");
+const CHANGE_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("change_outbox");
 
 const LAST_APPLIED: &str = "last_applied_sequence";
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -78,6 +86,8 @@ pub struct BatchOutcome {
     /// Messages at or below the last applied sequence, already in the read model.
     pub already_applied: usize,
     pub last_applied_sequence: u64,
+    /// Stream sequence and kind of each applied event that no notice mapping covers.
+    pub unmapped: Vec<(u64, String)>,
 }
 
 /// A region's read model in one redb file.
@@ -138,6 +148,13 @@ impl ReadModel {
                     continue;
                 }
                 let recorded = apply_message(&mut state, roots, message.subject, message.payload, message.sequence)?;
+                match derive_notice(&state, &recorded)? {
+                    Derived::Notice(notice) => {
+                        state.outbox.insert(message.sequence, encode_value(&notice).as_slice()).map_err(view_error)?;
+                    }
+                    Derived::NoNotice => {}
+                    Derived::Unmapped { kind } => outcome.unmapped.push((message.sequence, kind)),
+                }
                 outcome.applied.push(recorded);
                 last = message.sequence;
             }
@@ -146,6 +163,30 @@ impl ReadModel {
         }
         txn.commit().map_err(view_error)?;
         Ok(outcome)
+    }
+
+    /// Returns up to `limit` unpublished change notices of events after stream
+    /// sequence `after`, in stream order.
+    pub fn pending_notices(&self, after: u64, limit: usize) -> Result<Vec<ChangeNotice>, ViewError> {
+        let txn = self.db.begin_read().map_err(view_error)?;
+        let table = txn.open_table(CHANGE_OUTBOX).map_err(view_error)?;
+        let mut notices = Vec::new();
+        for entry in table.range(after.saturating_add(1)..).map_err(view_error)?.take(limit) {
+            let (_, value) = entry.map_err(view_error)?;
+            notices.push(decode_value(value.value())?);
+        }
+        Ok(notices)
+    }
+
+    /// Removes the change notices of events up to stream sequence `through`, once
+    /// they are published.
+    pub fn prune_notices(&self, through: u64) -> Result<(), ViewError> {
+        let txn = self.db.begin_write().map_err(view_error)?;
+        {
+            let mut table = txn.open_table(CHANGE_OUTBOX).map_err(view_error)?;
+            table.retain_in(..=through, |_, _| false).map_err(view_error)?;
+        }
+        txn.commit().map_err(view_error)
     }
 
     /// Returns the last stream sequence applied.
@@ -317,6 +358,7 @@ struct RedbState<'txn> {
     secret_versions: Table<'txn, (&'static str, u64), &'static [u8]>,
     file_names: Table<'txn, &'static str, &'static str>,
     expiries: Table<'txn, (i64, &'static str), ()>,
+    outbox: Table<'txn, u64, &'static [u8]>,
 }
 
 /// The state as of one redb read transaction.
@@ -352,6 +394,7 @@ impl<'txn> RedbState<'txn> {
             secret_versions: txn.open_table(SECRET_VERSIONS)?,
             file_names: txn.open_table(FILE_NAMES)?,
             expiries: txn.open_table(EXPIRIES)?,
+            outbox: txn.open_table(CHANGE_OUTBOX)?,
         })
     }
 
@@ -438,6 +481,10 @@ macro_rules! impl_state_view {
 
             fn has_grant(&self, secret: &str, group: &str) -> Result<bool, ViewError> {
                 Ok(self.grants.get((secret, group)).map_err(view_error)?.is_some())
+            }
+
+            fn secret_groups(&self, secret: &str) -> Result<Vec<String>, ViewError> {
+                second_of_pairs(&self.grants, secret)
             }
 
             fn operator(&self, identity: &str) -> Result<Option<OperatorState>, ViewError> {

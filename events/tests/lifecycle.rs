@@ -222,3 +222,48 @@ fn taken_file_name_stays_with_first_secret() {
     apply_to(&mut state, &message).unwrap();
     assert_eq!(state.file_names["x"], "a");
 }
+
+#[test]
+fn lifecycle_events_give_notice_kinds() {
+    use watchword_events::changes::{Derived, NoticeKind, derive_notice};
+    let mut stream = Stream::bootstrapped();
+    let start = stream.messages.len();
+    secret(&mut stream, "db", KIND_SECRET_VERSION_ADDED_V2, version(1, None, None, None));
+    secret(&mut stream, "db", KIND_SECRET_VERSION_ADDED_V2, version(2, None, None, None));
+    secret(&mut stream, "db", KIND_SECRET_VERSION_ADDED_V2, version(3, None, Some(1), None));
+    secret(&mut stream, "db", KIND_SECRET_METADATA_SET, encode_body(&MetadataSet { metadata: metadata("web", None) }));
+    secret(&mut stream, "db", KIND_SECRET_VERSION_EXPIRED, encode_body(&VersionRef { version: 3 }));
+    secret(&mut stream, "db", KIND_SECRET_VERSION_DESTROYED, encode_body(&VersionRef { version: 2 }));
+    secret(&mut stream, "db", KIND_SECRET_DELETED, empty());
+    secret(&mut stream, "db", KIND_SECRET_RESTORED, empty());
+    secret(&mut stream, "db", KIND_SECRET_DESTROYED, empty());
+    secret(&mut stream, "db", KIND_SECRET_VERSION_ADDED_V2, version(4, None, None, None));
+
+    let mut state = MemoryState::default();
+    let mut kinds = Vec::new();
+    for (index, message) in stream.messages.iter().enumerate() {
+        let recorded = apply_to(&mut state, message).unwrap();
+        if index < start {
+            continue;
+        }
+        match derive_notice(&state, &recorded).unwrap() {
+            Derived::Notice(notice) => kinds.push((notice.kind, notice.version)),
+            other => panic!("sequence {}: expected a notice, got {other:?}", message.sequence),
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (NoticeKind::Created, Some(1)),
+            (NoticeKind::Updated, Some(2)),
+            (NoticeKind::RolledBack, Some(3)),
+            (NoticeKind::MetadataChanged, Some(3)),
+            (NoticeKind::Expired, Some(3)),
+            (NoticeKind::Destroyed, Some(2)),
+            (NoticeKind::Deleted, Some(3)),
+            (NoticeKind::Restored, Some(3)),
+            (NoticeKind::Destroyed, Some(3)),
+            (NoticeKind::Created, Some(4)),
+        ]
+    );
+}

@@ -340,12 +340,23 @@ ca_key_label = "watchword-ca"
 
 /// Starts nats-server with JetStream on a random loopback port.
 fn start_nats(dir: &Path) -> (Child, String) {
+    start_nats_with(dir, None)
+}
+
+/// Starts nats-server with JetStream on a random loopback port, with the
+/// configuration file `config` when given. Its listen address is overridden,
+/// and it must set its own JetStream `store_dir`.
+pub fn start_nats_with(dir: &Path, config: Option<&Path>) -> (Child, String) {
     let store = dir.join("nats");
     let ports = dir.join("nats-ports");
     std::fs::create_dir_all(&ports).unwrap();
-    let child = Command::new(nats_server())
-        .args(["-a", "127.0.0.1", "-p", "-1", "--http_port", "0", "-js", "-sd"])
-        .arg(&store)
+    let mut command = Command::new(nats_server());
+    command.args(["-a", "127.0.0.1", "-p", "-1", "--http_port", "0"]);
+    match config {
+        Some(config) => command.arg("-c").arg(config),
+        None => command.args(["-js", "-sd"]).arg(&store),
+    };
+    let child = command
         .arg("--ports_file_dir")
         .arg(&ports)
         .stdout(Stdio::null())

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// Certificate authority for enrolled clients; absent: enrolment is off.
     #[serde(default)]
     pub ca: Option<CaConfig>,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
 /// The `[ca]` section: client enrolment under the HSM's CA key (`hsm.ca_key_label`).
@@ -111,6 +113,22 @@ pub struct ProjectorConfig {
     pub skip_sequences: Vec<u64>,
 }
 
+/// The `[checkpoint]` section: how often the server commits the stream to a
+/// root-signed checkpoint. With several nodes, each runs the task and exactly one
+/// checkpoint per range is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write checkpoints at all. Default true.
+    pub enabled: bool,
+    /// Maximum time, in milliseconds, between the first event not yet covered and
+    /// the checkpoint that covers it. Default 1000.
+    pub interval_ms: u64,
+    /// Maximum events one checkpoint covers; a checkpoint is written as soon as this
+    /// many events are not yet covered. Default 10000.
+    pub max_events: u64,
+}
+
 /// The CLI's configuration: which server, and the operator's certificate or token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +174,12 @@ impl Default for NatsConfig {
             replicas: 1,
             duplicate_window_secs: 120,
         }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { enabled: true, interval_ms: 1000, max_events: 10_000 }
     }
 }
 
@@ -240,6 +264,15 @@ impl ResolvePaths for ServerConfig {
             if !(1..=24 * 90).contains(&ca.leaf_hours) {
                 return Err(format!("ca.leaf_hours {} must be between 1 and 2160 (90 days)", ca.leaf_hours));
             }
+        }
+        if !(10..=3_600_000).contains(&self.checkpoint.interval_ms) {
+            return Err(format!(
+                "checkpoint.interval_ms {} must be between 10 and 3600000",
+                self.checkpoint.interval_ms
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.checkpoint.max_events) {
+            return Err(format!("checkpoint.max_events {} must be between 1 and 1000000", self.checkpoint.max_events));
         }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));

@@ -12,6 +12,7 @@ use watchword_events::verify::RootKeys;
 use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
+use crate::checkpoint;
 use crate::config::ServerConfig;
 use crate::hsm::Hsm;
 use crate::projector::{self, Progress};
@@ -72,6 +73,9 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     let ca = load_ca(&config, &hsm)?;
     let root_public_key = hsm.root_public_key();
     let (stop, stopping) = watch::channel(false);
+    if config.checkpoint.enabled {
+        tokio::spawn(checkpoint::run(store.clone(), hsm.clone(), config.checkpoint.clone(), stopping.clone()));
+    }
     let state = AppState {
         region: config.region.clone(),
         access: Arc::new(config.access.clone()),

@@ -9,6 +9,7 @@
 //! - [`names`]: secret-name rules, NATS subjects and agents' file names;
 //! - [`verify`]: signature checks against the trusted root keys;
 //! - [`fold`]: the pure function that applies an event to state;
+//! - [`checkpoint`]: root-signed checkpoints and their Merkle tree;
 //! - [`readmodel`]: the redb read model that the server and the replay tool share.
 //!
 //! `FORMAT.md` beside this crate specifies the format byte by byte.
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod fold;

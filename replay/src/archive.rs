@@ -291,7 +291,7 @@ impl ArchiveReader {
             Ok(_) => {}
             Err(e) => return Err(io_error(&self.path, e)),
         }
-        self.file.read_exact(&mut len[1..]).map_err(|e| io_error(&self.path, e))?;
+        self.file.read_exact(&mut len[1..]).map_err(|e| self.read_error(e))?;
         self.digest.update(len);
         self.bytes_read += 4;
         let len = u32::from_be_bytes(len);
@@ -304,10 +304,18 @@ impl ArchiveReader {
     }
 
     fn read_exact(&mut self, buffer: &mut [u8]) -> Result<(), ReplayError> {
-        self.file.read_exact(buffer).map_err(|e| io_error(&self.path, e))?;
+        self.file.read_exact(buffer).map_err(|e| self.read_error(e))?;
         self.digest.update(&*buffer);
         self.bytes_read += buffer.len() as u64;
         Ok(())
+    }
+
+    /// Reports an end of file inside a record as a truncated archive, not an I/O failure.
+    fn read_error(&self, error: std::io::Error) -> ReplayError {
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            return archive_error(&self.path, "the archive ends inside a record (truncated)".to_owned());
+        }
+        io_error(&self.path, error)
     }
 
     fn decode<'a, T: Deserialize<'a> + Serialize>(

@@ -291,11 +291,7 @@ fn print_verified(report: &Report) {
     }
     let uncovered = report.uncovered();
     if uncovered > 0 {
-        println!(
-            "not yet covered by a checkpoint: {uncovered} events (sequences {}..={})",
-            report.last_sequence - uncovered + 1,
-            report.last_sequence
-        );
+        println!("not yet covered by a checkpoint: {uncovered} events, up to stream sequence {}", report.last_sequence);
     }
 }
 

@@ -62,9 +62,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// Returns the number of events after the last checkpoint's range.
+    /// Returns the number of events that no verified checkpoint covers, not
+    /// counting the last checkpoint itself, which its root signature vouches for.
     pub fn uncovered(&self) -> u64 {
-        self.last_sequence - self.last_checkpoint.as_ref().map_or(0, |c| c.body.last_sequence)
+        match &self.last_checkpoint {
+            Some(checkpoint) => self.last_sequence - checkpoint.body.last_sequence - 1,
+            None => self.last_sequence,
+        }
     }
 }
 

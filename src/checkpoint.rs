@@ -4,28 +4,25 @@
 //! no checkpoint covers are `checkpoint.interval_ms` old or `checkpoint.max_events`
 //! many, reads their hashes from the stream, builds their Merkle root and publishes
 //! a `checkpoint.created` event signed by the HSM root key. The publish states the
-//! sequence of the previous checkpoint on the checkpoint subject, so of two nodes
-//! that raced for a range only one stores its checkpoint; the other re-reads the
+//! sequence of the previous checkpoint on the checkpoint subject. So when two nodes
+//! race for a range, only one stores its checkpoint, and the other re-reads the
 //! last checkpoint and continues from there. The task never holds a lock that a
-//! write waits for: it only reads the stream and appends to its own subject.
+//! write waits for, because it only reads the stream and appends to its own subject.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use tokio::sync::watch;
-use uuid::Uuid;
-use watchword_events::body::encode_body;
 use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, MerkleBuilder};
-use watchword_events::verify::key_id;
-use watchword_events::{Actor, Aggregate, Event, EventHash, Frame, ZERO_HASH};
+use watchword_events::{Aggregate, Event, EventHash, Frame, ZERO_HASH};
 
 use crate::config::CheckpointConfig;
 use crate::hsm::{Hsm, HsmError};
-use crate::signer::{SERVER_PRINCIPAL, now_micros};
+use crate::signer::{root_event, sign_with_root};
 use crate::stream::{EventStore, StreamError};
 
-/// Shortest pause between two looks at the stream.
+/// Minimum pause between two polls of the stream.
 const MIN_POLL: Duration = Duration::from_millis(10);
 
 /// A checkpoint that could not be written this round.
@@ -92,7 +89,7 @@ async fn step(
     let previous = last_checkpoint(store).await?;
     let stream_last =
         store.stream().clone().info().await.map_err(|e| request_error("stream info", e))?.state.last_sequence;
-    // Only the previous checkpoint itself follows its range: nothing new to cover.
+    // When only the previous checkpoint follows its range, there is nothing new to cover.
     let uncovered = stream_last.saturating_sub(previous.as_ref().map_or(0, |p| p.sequence));
     if uncovered == 0 {
         *uncovered_since = None;
@@ -182,21 +179,11 @@ async fn publish(
     let previous_hash = previous.map_or(ZERO_HASH, |p| p.hash);
     let body =
         Checkpoint { first_sequence: first, last_sequence: last, merkle_root, previous_checkpoint: previous_hash };
-    let event = Event {
-        id: Uuid::now_v7(),
-        kind: KIND_CHECKPOINT.to_owned(),
-        aggregate: Aggregate::checkpoint(),
-        aggregate_version: previous.map_or(0, |p| p.version) + 1,
-        previous_hash,
-        recorded_at_micros: now_micros(),
-        actor: Actor { principal: SERVER_PRINCIPAL.to_owned(), authentication: "hsm".to_owned() },
-        correlation_id: format!("checkpoint:{first}-{last}"),
-        key_id: key_id(&hsm.root_public_key()),
-        body: encode_body(&body),
-    };
-    let signed = event.to_signed_bytes();
-    let signature = hsm.sign_with_root(&signed).await?;
-    let frame = Frame { signed, signature };
+    let version = previous.map_or(0, |p| p.version) + 1;
+    let correlation_id = format!("checkpoint:{first}-{last}");
+    let event =
+        root_event(hsm, KIND_CHECKPOINT, Aggregate::checkpoint(), version, previous_hash, &correlation_id, &body);
+    let frame = sign_with_root(hsm, &event).await?;
 
     let subject = event.aggregate.subject();
     let expected = previous.map_or(0, |p| p.sequence);

@@ -1,10 +1,10 @@
 //! Checkpoints: root-signed commitments to every event of a range of stream sequences.
 //!
 //! A checkpoint is an event on the one `checkpoint` aggregate, signed by an HSM
-//! root key. Its body commits to the Merkle root of the hashes of every event in
-//! a contiguous range of stream sequences, from the previous checkpoint's range
-//! end plus one up to an event before the checkpoint itself, and to the hash of the
-//! previous checkpoint. The checkpoint's own sequence therefore falls in the next
+//! root key. Its body commits to the hash of the previous checkpoint and to the
+//! Merkle root of the hashes of every event in a contiguous range of stream
+//! sequences. The range starts after the previous checkpoint's range and ends
+//! before the checkpoint itself. The checkpoint's own sequence therefore falls in the next
 //! range, so the checkpoints cover every sequence of the stream. A verifier that
 //! recomputes each root from the events it read detects a deleted, reordered,
 //! inserted or altered event anywhere in a covered range, and a pinned checkpoint
@@ -71,7 +71,7 @@ pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Returns the Merkle root over `event_hashes` in order; the empty tree's root is
+/// Returns the Merkle root over `event_hashes` in order. The empty tree's root is
 /// `SHA-256("")`, as in RFC 6962.
 pub fn merkle_root(event_hashes: &[EventHash]) -> [u8; 32] {
     let mut builder = MerkleBuilder::default();
@@ -83,8 +83,8 @@ pub fn merkle_root(event_hashes: &[EventHash]) -> [u8; 32] {
 
 /// Builds a Merkle root incrementally, in memory logarithmic in the leaf count.
 ///
-/// Completed subtrees of 2^k leaves are kept on a stack, largest first; closing the
-/// tree folds them from the smallest up, which is the RFC 6962 split.
+/// Completed subtrees of 2^k leaves are kept on a stack, largest first. Closing the
+/// tree folds them from the smallest up, which gives the RFC 6962 split.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleBuilder {
     /// Completed subtrees as (height, hash), strictly decreasing height.
@@ -129,11 +129,12 @@ impl MerkleBuilder {
     }
 }
 
-/// Applies a checkpoint event. The fold checks what it can without the events of
-/// the range: the range is not empty, ends before the checkpoint, starts at 1 for
-/// the first checkpoint and at or before the previous checkpoint's own sequence
-/// otherwise, and the body's previous checkpoint is the envelope's previous hash.
-/// The replay tool recomputes the Merkle root and checks the range exactly.
+/// Applies a checkpoint event, checking what needs no events of the range.
+///
+/// The range must not be empty and must end before the checkpoint. The first
+/// checkpoint starts at 1, and a later one at or before the previous checkpoint's
+/// own sequence. The body's previous checkpoint must be the envelope's previous
+/// hash. The replay tool recomputes the Merkle root and checks the range exactly.
 pub(crate) fn fold_checkpoint(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Change>, FoldError> {
     let event = &recorded.event;
     let inconsistent = |reason: String| FoldError::Inconsistent {

@@ -12,7 +12,7 @@
 //!
 //! Nothing follows the manifest. Checkpoints are ordinary messages. Ciphertexts stay
 //! as stored, and wrapped data keys live in another stream, so an archive never
-//! holds a key or plaintext that could open a secret. The manifest's digest only
+//! contains a key or plaintext that could open a secret. The manifest's digest only
 //! catches accidental damage: the signatures and checkpoints inside are what
 //! `verify` trusts, and the root keys in the header are informational.
 //! `events/FORMAT.md` has the same table with an example.

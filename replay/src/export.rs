@@ -22,7 +22,7 @@ use crate::progress;
 /// Pause between two looks for the covering checkpoint.
 const POLL: Duration = Duration::from_millis(100);
 
-/// What to export and how long to wait for the covering checkpoint.
+/// Parameters of an export: the stream, the file, and the wait for a checkpoint.
 #[derive(Debug, Clone)]
 pub struct ExportRequest<'a> {
     pub url: &'a str,

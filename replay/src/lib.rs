@@ -8,6 +8,7 @@
 //! that broke. The parts:
 //!
 //! - [`verify`]: the [`Verifier`] that every command reads the history through;
+//! - [`pipeline`]: `verify` with signatures checked on a thread of their own;
 //! - [`source`]: reading the messages from NATS or from an archive;
 //! - [`archive`]: the archive format that `export` writes;
 //! - [`query`]: state at a time or sequence, a secret's history, who could read it;
@@ -33,6 +34,7 @@ pub mod archive;
 pub mod export;
 pub mod model;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
 pub mod query;
 pub mod source;
@@ -62,12 +64,15 @@ pub enum ReplayError {
     Checkpoint { sequence: u64, failure: CheckpointFailure },
     #[error("pinned checkpoint at stream sequence {sequence}: {failure}")]
     Pin { sequence: u64, failure: PinFailure },
-    /// The caller asked for something the history cannot answer.
+    /// An invalid request: a bad argument, or a point past the history's end.
     #[error("{0}")]
     Usage(String),
+    /// A bug in this tool, such as a panicked worker thread.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-/// Why a checkpoint does not match the events it covers.
+/// Reason a checkpoint does not match the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointFailure {
@@ -83,7 +88,7 @@ pub enum CheckpointFailure {
     Body(DecodeError),
 }
 
-/// Why a pinned checkpoint does not hold.
+/// Reason a pinned checkpoint check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinFailure {
@@ -109,6 +114,7 @@ pub enum Check {
     SequenceGap,
     PinnedCheckpoint,
     Usage,
+    Internal,
 }
 
 impl Check {
@@ -124,6 +130,7 @@ impl Check {
             Check::SequenceGap => "sequence gap",
             Check::PinnedCheckpoint => "pinned checkpoint",
             Check::Usage => "usage",
+            Check::Internal => "internal",
         }
     }
 }
@@ -139,6 +146,7 @@ impl ReplayError {
             ReplayError::Checkpoint { .. } => Check::Checkpoint,
             ReplayError::Pin { .. } => Check::PinnedCheckpoint,
             ReplayError::Usage(_) => Check::Usage,
+            ReplayError::Internal(_) => Check::Internal,
         }
     }
 

@@ -47,7 +47,7 @@ impl Table {
         format!("{table}\n")
     }
 
-    /// An array of objects, one per row, keyed by column name.
+    /// Renders an array of objects, one per row, keyed by column name.
     fn render_json(&self) -> String {
         let rows: Vec<serde_json::Value> = self
             .rows

@@ -31,7 +31,7 @@ pub enum Point {
 }
 
 /// Verifies the history up to `point` and returns the report, whose state is the
-/// state at that point. `visit` sees every applied event.
+/// state at that point. `visit` receives every applied event.
 pub async fn replay_to(
     source: &Source,
     roots: &RootKeys,

@@ -1,4 +1,4 @@
-//! Where a history is read from: a live JetStream stream or an archive file.
+//! Sources of a history: a live JetStream stream or an archive file.
 
 use std::path::PathBuf;
 

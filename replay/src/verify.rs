@@ -13,12 +13,15 @@ use std::collections::VecDeque;
 
 use watchword_events::body::decode_body;
 use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, merkle_root};
-use watchword_events::fold::{MemoryState, apply_message};
+use watchword_events::error::{ApplyError, VerifyError};
+use watchword_events::fold::{MemoryState, StateStore, apply_message, fold};
 use watchword_events::verify::{RecordedEvent, RootKeys};
 use watchword_events::{EventHash, ZERO_HASH};
 
 use crate::source::{Flow, Source};
 use crate::{CheckpointFailure, PinFailure, ReplayError};
+
+pub use crate::pipeline::{SignatureStage, verify};
 
 /// A checkpoint that an earlier audit recorded: its stream sequence and event hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +97,37 @@ impl<'a> Verifier<'a> {
 
     /// Verifies and applies the next message; its sequence must follow the last one.
     pub fn push(&mut self, subject: &str, payload: &[u8], sequence: u64) -> Result<RecordedEvent, ReplayError> {
+        self.check_sequence(sequence)?;
+        let recorded = apply_message(&mut self.report.state, self.roots, subject, payload, sequence)?;
+        self.after_apply(recorded)
+    }
+
+    /// Applies the next message, whose decoding and signature another thread
+    /// checked with [`SignatureStage`]. Its sequence must follow the last one.
+    pub fn push_checked(
+        &mut self,
+        sequence: u64,
+        checked: Result<RecordedEvent, VerifyError>,
+    ) -> Result<RecordedEvent, ReplayError> {
+        self.check_sequence(sequence)?;
+        let recorded = checked.map_err(|source| ApplyError::Verify { sequence, source })?;
+        let changes = fold(&self.report.state, &recorded).map_err(|source| ApplyError::Fold { sequence, source })?;
+        for change in changes {
+            self.report.state.write(change).map_err(ApplyError::from)?;
+        }
+        self.after_apply(recorded)
+    }
+
+    fn check_sequence(&self, sequence: u64) -> Result<(), ReplayError> {
         let expected = self.report.last_sequence + 1;
         if sequence != expected {
             return Err(ReplayError::SequenceGap { expected, found: sequence });
         }
-        let recorded = apply_message(&mut self.report.state, self.roots, subject, payload, sequence)?;
+        Ok(())
+    }
+
+    fn after_apply(&mut self, recorded: RecordedEvent) -> Result<RecordedEvent, ReplayError> {
+        let sequence = recorded.sequence;
         if recorded.event.kind == KIND_CHECKPOINT {
             self.check_checkpoint(&recorded)?;
         }
@@ -168,8 +197,8 @@ impl<'a> Verifier<'a> {
     }
 }
 
-/// Reads a whole history from `source` and verifies it.
-pub async fn verify(source: &Source, roots: &RootKeys, pin: Option<Pin>) -> Result<Report, ReplayError> {
+/// Reads a whole history from `source` and verifies it on the calling thread.
+pub async fn verify_sequential(source: &Source, roots: &RootKeys, pin: Option<Pin>) -> Result<Report, ReplayError> {
     let mut verifier = Verifier::new(roots, pin);
     source
         .read(|message| {

@@ -24,8 +24,8 @@ fn golden_archive() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/history-v1.wwa")
 }
 
-/// The history of the golden archive: secrets, a group, a client, grants, a
-/// disabled client and three checkpoints, the last one last.
+/// Builds the history of the golden archive: secrets, a group, a client, grants,
+/// a disabled client and three checkpoints, the last one last.
 fn golden_history() -> Stream {
     let mut stream = Stream::bootstrapped();
     stream.add_version("db/password");

@@ -1,7 +1,7 @@
 //! Each kind of tampering with a signed history is detected by the verifier, which
 //! names the first failing stream sequence and the check that broke.
 //!
-//! Histories are signed for real through the events crate's test writer; the
+//! Histories are signed for real through the events crate's test writer. The
 //! tampering then edits, drops, moves or re-adds stored messages as an attacker
 //! with write access to the stream could, without the signing keys.
 
@@ -10,7 +10,8 @@ mod common;
 use common::history::{self, Message, Stream, roots, stranger_key};
 use watchword_events::body::{SecretVersionAdded, decode_body, encode_body};
 use watchword_events::{Event, Frame};
-use watchword_replay::{Check, CheckpointFailure, Pin, PinFailure, ReplayError, Report, Verifier};
+use watchword_replay::source::Source;
+use watchword_replay::{Check, CheckpointFailure, Pin, PinFailure, ReplayError, Report, Verifier, pipeline};
 
 /// Builds a history with two checkpoints and one event after the last:
 ///
@@ -51,11 +52,20 @@ fn verify(messages: &[Message], pin: Option<Pin>) -> Result<Report, ReplayError>
     verifier.finish()
 }
 
-/// Asserts that verification fails at `sequence` in `check`, and returns the error.
+/// Asserts that verification fails at `sequence` in `check`, on one thread and
+/// with signatures checked on their own thread, and returns the error.
 fn assert_fails(messages: &[Message], pin: Option<Pin>, check: Check, sequence: u64) -> ReplayError {
     let error = verify(messages, pin).expect_err("tampered history must not verify");
     assert_eq!(error.check(), check, "{error}");
     assert_eq!(error.sequence(), Some(sequence), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("tampered.wwa");
+    common::write_archive(&archive, messages);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let source = Source::Archive(archive);
+    let threaded = runtime.block_on(pipeline::verify(&source, &roots(), pin)).expect_err("threaded verify must fail");
+    assert_eq!((threaded.check(), threaded.sequence()), (check, Some(sequence)), "threaded: {threaded}");
     error
 }
 

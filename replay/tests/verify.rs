@@ -217,7 +217,7 @@ async fn live_stream_checkpoints_verify_and_export() {
     assert!(stdout.contains("exported 7 messages (sequences 1..=7)"), "{stdout}");
     assert!(stdout.contains(&format!("ends with checkpoint {pin}")), "{stdout}");
 
-    // Offline, the archive verifies against the same pin and answers a query.
+    // Offline, the archive verifies against the same pin and serves a query.
     drop(nats);
     let output = common::replay(&["verify", "--archive", archive_arg, "--root-key", &root, "--pin-checkpoint", &pin]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -68,6 +68,8 @@ pub async fn run(store: EventStore, hsm: Hsm, config: CheckpointConfig, mut stop
             Ok(()) => last_error = None,
             Err(error) => {
                 // Logged once per distinct failure, since the task retries every poll.
+                // NOTE: a message that cannot be checkpointed (not a valid frame) is
+                // retried every poll without backoff until an operator repairs it.
                 let message = error.to_string();
                 if last_error.as_ref() != Some(&message) {
                     tracing::error!(error = %message, "checkpoint not written; retrying");
@@ -105,7 +107,7 @@ async fn step(
     let merkle_root = range_root(store, first, last).await?;
     match publish(store, hsm, previous.as_ref(), first, last, merkle_root).await {
         Ok(sequence) => {
-            tracing::info!(
+            tracing::debug!(
                 event.seq = sequence,
                 checkpoint.first = first,
                 checkpoint.last = last,

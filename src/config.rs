@@ -59,6 +59,7 @@ pub struct ServerConfig {
     pub ca: Option<CaConfig>,
     #[serde(default)]
     pub changes: crate::changes::ChangesConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 /// The `[ca]` section: client enrolment under the HSM's CA key (`hsm.ca_key_label`).
@@ -174,6 +175,22 @@ impl Default for ExpiryConfig {
     }
 }
 
+/// The `[checkpoint]` section: how often the server commits the stream to a
+/// root-signed checkpoint. With several nodes, each runs the task and exactly one
+/// checkpoint per range is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write checkpoints at all. Default true.
+    pub enabled: bool,
+    /// Maximum time, in milliseconds, between the first event not yet covered and
+    /// the checkpoint that covers it. Default 1000.
+    pub interval_ms: u64,
+    /// Maximum events one checkpoint covers; a checkpoint is written as soon as this
+    /// many events are not yet covered. Default 10000.
+    pub max_events: u64,
+}
+
 /// The CLI's configuration: which server, and the operator's certificate or token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +240,12 @@ impl Default for NatsConfig {
             replicas: 1,
             duplicate_window_secs: 120,
         }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { enabled: true, interval_ms: 1000, max_events: 10_000 }
     }
 }
 
@@ -340,6 +363,15 @@ impl ResolvePaths for ServerConfig {
             ));
         }
         self.changes.validate()?;
+        if !(10..=3_600_000).contains(&self.checkpoint.interval_ms) {
+            return Err(format!(
+                "checkpoint.interval_ms {} must be between 10 and 3600000",
+                self.checkpoint.interval_ms
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.checkpoint.max_events) {
+            return Err(format!("checkpoint.max_events {} must be between 1 and 1000000", self.checkpoint.max_events));
+        }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(format!("nats.replicas {} must be 1, 3 or 5", self.nats.replicas));
         }

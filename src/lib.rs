@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod ca;
 pub mod changes;
+pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -13,6 +13,7 @@ use crate::api::tokens::public_router;
 use crate::api::{self, AppState};
 use crate::ca::{ClientCa, HsmCaKey};
 use crate::changes::ChangeStream;
+use crate::checkpoint;
 use crate::config::ServerConfig;
 use crate::digest::DigestKey;
 use crate::hsm::Hsm;
@@ -79,6 +80,9 @@ pub async fn run(config: ServerConfig, ready_file: Option<&Path>) -> Result<(), 
     let root_public_key = hsm.root_public_key();
     let (stop, stopping) = watch::channel(false);
     let changes = start_changes(&config, &store, &model, &progress, &stopping).await?;
+    if config.checkpoint.enabled {
+        tokio::spawn(checkpoint::run(store.clone(), hsm.clone(), config.checkpoint.clone(), stopping.clone()));
+    }
     let writer = Writer::new(store.clone(), hsm.clone(), Arc::new(signer));
     let reader = Reader::new(model, store, hsm, progress);
     let secrets = Secrets::new(writer.clone(), reader.clone(), Arc::new(digest), config.limits.clone());

@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use uuid::Uuid;
 use watchword_events::body::{KIND_SIGNING_KEY_CERTIFIED, SigningKeyCertified, encode_body};
 use watchword_events::verify::{key_id, sign};
-use watchword_events::{Actor, Aggregate, Event, Frame, ZERO_HASH};
+use watchword_events::{Actor, Aggregate, Event, EventHash, Frame, ZERO_HASH};
 
 use crate::hsm::{Hsm, HsmError};
 use crate::stream::{EventStore, StreamError};
@@ -41,21 +41,9 @@ impl EventSigner {
         let signer = EventSigner { key_id: key_id(&public_key), key };
 
         let body = SigningKeyCertified { algorithm: "ed25519".to_owned(), public_key };
-        let event = Event {
-            id: Uuid::now_v7(),
-            kind: KIND_SIGNING_KEY_CERTIFIED.to_owned(),
-            aggregate: Aggregate::signing_key(&signer.key_id),
-            aggregate_version: 1,
-            previous_hash: ZERO_HASH,
-            recorded_at_micros: now_micros(),
-            actor: Actor { principal: SERVER_PRINCIPAL.to_owned(), authentication: "hsm".to_owned() },
-            correlation_id: correlation_id.to_owned(),
-            key_id: key_id(&hsm.root_public_key()),
-            body: encode_body(&body),
-        };
-        let signed = event.to_signed_bytes();
-        let signature = hsm.sign_with_root(&signed).await?;
-        let frame = Frame { signed, signature };
+        let aggregate = Aggregate::signing_key(&signer.key_id);
+        let event = root_event(hsm, KIND_SIGNING_KEY_CERTIFIED, aggregate, 1, ZERO_HASH, correlation_id, &body);
+        let frame = sign_with_root(hsm, &event).await?;
 
         let subject = event.aggregate.subject();
         store.publish(&subject, frame.encode(), &format!("certify:{}", signer.key_id), 0).await?;
@@ -71,6 +59,37 @@ impl EventSigner {
         debug_assert_eq!(event.key_id, self.key_id);
         sign(event, &self.key)
     }
+}
+
+/// Returns an event that the server makes on its own behalf, for the HSM root key to sign.
+pub fn root_event(
+    hsm: &Hsm,
+    kind: &str,
+    aggregate: Aggregate,
+    aggregate_version: u64,
+    previous_hash: EventHash,
+    correlation_id: &str,
+    body: &impl serde::Serialize,
+) -> Event {
+    Event {
+        id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        aggregate,
+        aggregate_version,
+        previous_hash,
+        recorded_at_micros: now_micros(),
+        actor: Actor { principal: SERVER_PRINCIPAL.to_owned(), authentication: "hsm".to_owned() },
+        correlation_id: correlation_id.to_owned(),
+        key_id: key_id(&hsm.root_public_key()),
+        body: encode_body(body),
+    }
+}
+
+/// Signs `event` with the HSM root key and returns the stored frame.
+pub async fn sign_with_root(hsm: &Hsm, event: &Event) -> Result<Frame, HsmError> {
+    let signed = event.to_signed_bytes();
+    let signature = hsm.sign_with_root(&signed).await?;
+    Ok(Frame { signed, signature })
 }
 
 /// Returns the current time in microseconds since the Unix epoch.

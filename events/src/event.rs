@@ -29,6 +29,8 @@ pub enum AggregateType {
     Group,
     /// The roles and tokens of an operator, identified by its client identity.
     Operator,
+    /// The one chain of root-signed checkpoints of a stream.
+    Checkpoint,
 }
 
 impl AggregateType {
@@ -40,6 +42,7 @@ impl AggregateType {
             AggregateType::Client => "client",
             AggregateType::Group => "group",
             AggregateType::Operator => "operator",
+            AggregateType::Checkpoint => "checkpoint",
         }
     }
 
@@ -51,6 +54,7 @@ impl AggregateType {
             "client" => Some(AggregateType::Client),
             "group" => Some(AggregateType::Group),
             "operator" => Some(AggregateType::Operator),
+            "checkpoint" => Some(AggregateType::Checkpoint),
             _ => None,
         }
     }

@@ -290,6 +290,7 @@ pub fn fold(view: &impl StateView, recorded: &RecordedEvent) -> Result<Vec<Chang
         KIND_OPERATOR_ROLES_SET | KIND_OPERATOR_TOKEN_ISSUED | KIND_OPERATOR_TOKEN_REVOKED => {
             changes.push(fold_operator(view, recorded)?);
         }
+        crate::checkpoint::KIND_CHECKPOINT => changes.extend(crate::checkpoint::fold_checkpoint(view, recorded)?),
         other => return Err(FoldError::UnknownKind { kind: other.to_owned() }),
     }
     Ok(changes)

@@ -10,6 +10,7 @@
 //! - [`verify`]: signature checks against the trusted root keys;
 //! - [`fold`]: the pure function that applies an event to state;
 //! - [`changes`]: the change notices services receive, derived from events;
+//! - [`checkpoint`]: root-signed checkpoints and their Merkle tree;
 //! - [`readmodel`]: the redb read model that the server and the replay tool share.
 //!
 //! `FORMAT.md` beside this crate specifies the format byte by byte.
@@ -27,6 +28,7 @@
 
 pub mod body;
 pub mod changes;
+pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod fold;

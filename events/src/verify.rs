@@ -6,6 +6,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::body::KIND_SIGNING_KEY_CERTIFIED;
+use crate::checkpoint::KIND_CHECKPOINT;
 use crate::error::VerifyError;
 use crate::event::{Event, EventHash, Frame};
 use crate::fold::StateView;
@@ -16,6 +17,9 @@ pub fn key_id(public_key: &[u8; 32]) -> String {
     let digest = Sha256::digest(public_key);
     format!("ed25519:{}", hex::encode(&digest[..16]))
 }
+
+/// Kinds that only an HSM root key may sign, and that no other key may sign.
+pub const ROOT_SIGNED_KINDS: [&str; 2] = [KIND_SIGNING_KEY_CERTIFIED, KIND_CHECKPOINT];
 
 /// The root public keys a verifier trusts; all other keys must be certified by one.
 #[derive(Debug, Clone, Default)]
@@ -49,8 +53,9 @@ pub struct RecordedEvent {
 /// Decodes and verifies one stored message.
 ///
 /// Checks, in order: the frame and envelope decode canonically; the subject is the
-/// one derived from the aggregate; a certification is signed by a trusted root key;
-/// any other event is signed by a signing key that the state shows as certified.
+/// one derived from the aggregate; a certification or a checkpoint is signed by a
+/// trusted root key; any other event is signed by a signing key that the state
+/// shows as certified.
 /// Signatures are checked with `verify_strict`, which rejects small-order keys and
 /// non-canonical signatures.
 pub fn verify_message(
@@ -77,7 +82,7 @@ pub fn verify_message(
 }
 
 fn signer_key(view: &impl StateView, roots: &RootKeys, event: &Event) -> Result<VerifyingKey, VerifyError> {
-    if event.kind == KIND_SIGNING_KEY_CERTIFIED {
+    if ROOT_SIGNED_KINDS.contains(&event.kind.as_str()) {
         return roots
             .keys
             .get(&event.key_id)

@@ -748,7 +748,13 @@ fn stored_vectors() -> Vec<(String, Value)> {
         .filter(|name| name.ends_with(".json") && name != "keys.json")
         .collect();
     names.sort();
-    names.into_iter().map(|name| (name.clone(), read_json(&vectors_dir().join(name)))).collect()
+    // Checkpoint vectors (30 and up) hold a Merkle tree or a whole stream rather
+    // than one event; `tests/checkpoint.rs` checks them.
+    names
+        .into_iter()
+        .map(|name| (name.clone(), read_json(&vectors_dir().join(name))))
+        .filter(|(_, document)| document.get("payload_hex").is_some())
+        .collect()
 }
 
 /// Returns the root keys named in the stored `keys.json`.

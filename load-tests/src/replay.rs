@@ -4,8 +4,13 @@
 //! Targets, alternating in every run:
 //!
 //! - `watchword-replay`: the `watchword-replay verify` binary as a child process,
-//!   timed from spawn to exit. It verifies every signature and chain and folds
-//!   every event into its in-memory state.
+//!   timed from spawn to exit. It verifies every signature, chain and checkpoint
+//!   and folds every event into its in-memory state.
+//! - `watchword-replay archive`: the same verification of an archive that
+//!   `watchword-replay export` wrote once before the runs, with no NATS involved.
+//! - `watchword-replay sequential` and `watchword-replay archive sequential`: the
+//!   same two with `--sequential`, which checks signatures on the folding thread
+//!   instead of a thread of their own.
 //! - `decode`: an ordered consumer in this process that reads the same messages
 //!   and decodes each frame and envelope, with no signature check and no fold,
 //!   timed from connecting to the last message.
@@ -27,6 +32,9 @@ use crate::procstat::{Monitor, Watched};
 use crate::report::Comparison;
 
 const VERIFY: &str = "watchword-replay";
+const VERIFY_ARCHIVE: &str = "watchword-replay archive";
+const VERIFY_SEQUENTIAL: &str = "watchword-replay sequential";
+const VERIFY_ARCHIVE_SEQUENTIAL: &str = "watchword-replay archive sequential";
 const DECODE: &str = "decode";
 
 /// Parameters of a replay measurement.
@@ -43,21 +51,37 @@ pub struct ReplayLoad {
 /// Runs the replay scenario.
 pub async fn run(load: &ReplayLoad, watched: &Watched) -> anyhow::Result<()> {
     let events = last_sequence(&load.nats, &load.stream).await?;
+    let archive_dir = tempfile::tempdir().context("cannot create a directory for the archive")?;
+    let archive = archive_dir.path().join("replay.wwa");
+    if let Some(root_key) = &load.root_key {
+        export(load, root_key, &archive).await?;
+    }
     let mut comparison =
         Comparison::new("replay", json!({ "events": events, "stream": load.stream })).with_reference(VERIFY);
     for run in 0..load.runs {
         let mut targets = vec![DECODE];
         if load.root_key.is_some() {
-            targets.insert(0, VERIFY);
+            targets.splice(0..0, [VERIFY, VERIFY_SEQUENTIAL, VERIFY_ARCHIVE, VERIFY_ARCHIVE_SEQUENTIAL]);
         }
         if run % 2 == 1 {
             targets.reverse();
         }
         for target in targets {
             let monitor = Monitor::start(watched);
+            let archive = archive.to_str().context("the archive path is not UTF-8")?;
             let stats = match (target, &load.root_key) {
-                (VERIFY, Some(root_key)) => verify(load, root_key).await?,
-                _ => decode(&load.nats, &load.stream).await?,
+                (DECODE, _) | (_, None) => decode(&load.nats, &load.stream).await?,
+                (_, Some(root_key)) => {
+                    let mut args = match target {
+                        VERIFY | VERIFY_SEQUENTIAL => vec!["--nats", &load.nats, "--stream", &load.stream],
+                        _ => vec!["--archive", archive],
+                    };
+                    args.extend(["--root-key", root_key.as_str()]);
+                    if target.ends_with("sequential") {
+                        args.push("--sequential");
+                    }
+                    verify(load, &args).await?
+                }
             };
             let usage = monitor.finish().await;
             comparison.record(target, run, &stats, &usage, json!({}));
@@ -74,9 +98,29 @@ async fn last_sequence(nats: &str, stream: &str) -> anyhow::Result<u64> {
     Ok(stream.info().await.context("cannot read the stream's state")?.state.last_sequence)
 }
 
-async fn verify(load: &ReplayLoad, root_key: &str) -> anyhow::Result<Stats> {
+/// Writes the archive that the `watchword-replay archive` target verifies. It
+/// waits for the server's checkpoint, and without one exports all the same.
+async fn export(load: &ReplayLoad, root_key: &str, archive: &std::path::Path) -> anyhow::Result<()> {
     let mut command = Command::new(&load.replay_bin);
-    command.args(["verify", "--nats", &load.nats, "--stream", &load.stream, "--root-key", root_key]);
+    command.args(["export", "--nats", &load.nats, "--stream", &load.stream, "--root-key", root_key]);
+    command.args(["--wait-secs", "5", "--allow-uncovered", "--out"]).arg(archive);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .context("the export task panicked")?
+        .with_context(|| format!("cannot run {}", load.replay_bin.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "watchword-replay export failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Runs `watchword-replay verify` with `args` and times it from spawn to exit.
+async fn verify(load: &ReplayLoad, args: &[&str]) -> anyhow::Result<Stats> {
+    let mut command = Command::new(&load.replay_bin);
+    command.arg("verify").args(args);
     let started = Instant::now();
     let output = tokio::task::spawn_blocking(move || command.output())
         .await

@@ -1,102 +1,186 @@
-//! Offline verification of Watchword's event history, for auditors.
+//! Verification and reconstruction of Watchword's event history, for auditors.
 //!
 //! The replay tool trusts only the root public keys it is given. It reads the event
-//! stream from its first message and checks that no stream sequence is missing. It
-//! verifies and applies every event through the same fold the server uses, and
-//! reports the first failure with its stream sequence and the check that broke.
+//! stream, live from NATS or from an exported archive, from its first message. It
+//! checks that no stream sequence is missing, verifies and applies every event
+//! through the same fold the server uses, and recomputes the Merkle root of every
+//! checkpoint. It reports the first failure with its stream sequence and the check
+//! that broke. The parts:
+//!
+//! - [`verify`]: the [`Verifier`] that every command reads the history through;
+//! - [`pipeline`]: `verify` with signatures checked on a thread of their own;
+//! - [`source`]: reading the messages from NATS or from an archive;
+//! - [`archive`]: the archive format that `export` writes;
+//! - [`query`]: state at a time or sequence, a secret's history, who could read it;
+//! - [`model`]: rebuilding a redb read model and comparing two of them;
+//! - [`output`]: tables as text, JSON or CSV.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), watchword_replay::ReplayError> {
 //! use watchword_events::verify::RootKeys;
+//! use watchword_replay::source::Source;
+//! use watchword_replay::verify::verify;
+//!
 //! let roots = RootKeys::new(&[[0u8; 32]]).expect("a valid Ed25519 key");
-//! let report = watchword_replay::verify_stream("nats://127.0.0.1:4222", "WATCHWORD_EVENTS", &roots).await?;
+//! let source = Source::Archive("history.wwa".into());
+//! let report = verify(&source, &roots, None).await?;
 //! println!("{} events verified", report.events);
 //! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures::StreamExt;
-use watchword_events::error::ApplyError;
-use watchword_events::fold::{MemoryState, apply_message};
-use watchword_events::verify::RootKeys;
+pub mod archive;
+pub mod export;
+pub mod model;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
+pub mod query;
+pub mod source;
+pub mod verify;
+
+use watchword_events::AggregateType;
+use watchword_events::error::{ApplyError, DecodeError, FoldError, VerifyError};
+
+pub use verify::{Pin, Report, Verifier};
 
 /// A history that could not be read or does not verify.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
-    #[error("cannot read stream {stream} from {url}: {message}")]
-    Source { url: String, stream: String, message: String },
-    #[error("stream sequence {found}: sequence {expected} is missing (deleted or never stored)")]
-    MissingSequence { expected: u64, found: u64 },
-    #[error(transparent)]
-    Invalid(#[from] ApplyError),
+    /// The stream or archive could not be read (I/O, network).
+    #[error("cannot read {source_name}: {message}")]
+    Source { source_name: String, message: String },
+    /// The archive file is not a well-formed archive.
+    #[error("archive {path}: {message}")]
+    Archive { path: String, message: String },
+    #[error("stream sequence {found}: sequence gap: sequence {expected} is missing (deleted or never stored)")]
+    SequenceGap { expected: u64, found: u64 },
+    /// An event failed decoding, its signature, its chain or the fold.
+    #[error("{0}")]
+    Event(#[from] ApplyError),
+    #[error("stream sequence {sequence}: checkpoint: {failure}")]
+    Checkpoint { sequence: u64, failure: CheckpointFailure },
+    #[error("pinned checkpoint at stream sequence {sequence}: {failure}")]
+    Pin { sequence: u64, failure: PinFailure },
+    /// An invalid request: a bad argument, or a point past the history's end.
+    #[error("{0}")]
+    Usage(String),
+    /// A bug in this tool, such as a panicked worker thread.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-/// Summary of a successful verification: events checked and the state they build.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub events: u64,
-    pub last_sequence: u64,
-    pub state: MemoryState,
+/// Reason a checkpoint does not match the events it covers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointFailure {
+    #[error("its range starts at {found}, but the previous checkpoint's range ends at {}", expected - 1)]
+    RangeStart { expected: u64, found: u64 },
+    #[error("its range ends at {last}, not before its own sequence")]
+    RangeEnd { last: u64 },
+    #[error("the Merkle root of sequences {first}..={last} does not match the events read")]
+    MerkleRoot { first: u64, last: u64 },
+    #[error("it does not link to the previous checkpoint at stream sequence {previous}")]
+    PreviousLink { previous: u64 },
+    #[error("body: {0}")]
+    Body(DecodeError),
 }
 
-/// Verifies messages given in stream order, starting at sequence 1.
-#[derive(Debug)]
-pub struct Verifier<'a> {
-    roots: &'a RootKeys,
-    report: Report,
+/// Reason a pinned checkpoint check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinFailure {
+    #[error("missing: the history ends at stream sequence {last} (truncated?)")]
+    Missing { last: u64 },
+    #[error("the event there is not a checkpoint")]
+    NotCheckpoint,
+    #[error("its hash is {found}, not the pinned {expected}")]
+    HashMismatch { expected: String, found: String },
 }
 
-impl<'a> Verifier<'a> {
-    pub fn new(roots: &'a RootKeys) -> Verifier<'a> {
-        Verifier { roots, report: Report::default() }
-    }
+/// The check that failed, as `verify` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Check {
+    Source,
+    Decode,
+    Subject,
+    Signature,
+    Chain,
+    Fold,
+    Checkpoint,
+    SequenceGap,
+    PinnedCheckpoint,
+    Usage,
+    Internal,
+}
 
-    /// Verifies and applies the next message; its sequence must follow the last one.
-    pub fn push(&mut self, subject: &str, payload: &[u8], sequence: u64) -> Result<(), ReplayError> {
-        let expected = self.report.last_sequence + 1;
-        if sequence != expected {
-            return Err(ReplayError::MissingSequence { expected, found: sequence });
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Source => "source",
+            Check::Decode => "decode",
+            Check::Subject => "subject",
+            Check::Signature => "signature",
+            Check::Chain => "chain",
+            Check::Fold => "fold",
+            Check::Checkpoint => "checkpoint",
+            Check::SequenceGap => "sequence gap",
+            Check::PinnedCheckpoint => "pinned checkpoint",
+            Check::Usage => "usage",
+            Check::Internal => "internal",
         }
-        apply_message(&mut self.report.state, self.roots, subject, payload, sequence)?;
-        self.report.events += 1;
-        self.report.last_sequence = sequence;
-        Ok(())
-    }
-
-    pub fn finish(self) -> Report {
-        self.report
     }
 }
 
-/// Reads a live stream from its start to its last message at the time of the call,
-/// and verifies it.
-pub async fn verify_stream(url: &str, stream_name: &str, roots: &RootKeys) -> Result<Report, ReplayError> {
-    let source_error =
-        |message: String| ReplayError::Source { url: url.to_owned(), stream: stream_name.to_owned(), message };
-    let client = async_nats::connect(url).await.map_err(|e| source_error(e.to_string()))?;
-    let jetstream = async_nats::jetstream::new(client);
-    let mut stream = jetstream.get_stream(stream_name).await.map_err(|e| source_error(e.to_string()))?;
-    let last = stream.info().await.map_err(|e| source_error(e.to_string()))?.state.last_sequence;
-
-    let mut verifier = Verifier::new(roots);
-    if last == 0 {
-        return Ok(verifier.finish());
-    }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
-        .await
-        .map_err(|e| source_error(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| source_error(e.to_string()))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| source_error(e.to_string()))?;
-        let sequence = message.info().map_err(|e| source_error(e.to_string()))?.stream_sequence;
-        verifier.push(message.subject.as_str(), &message.payload, sequence)?;
-        if sequence >= last {
-            break;
+impl ReplayError {
+    /// Returns the check that failed.
+    pub fn check(&self) -> Check {
+        match self {
+            ReplayError::Source { .. } => Check::Source,
+            ReplayError::Archive { .. } => Check::Decode,
+            ReplayError::SequenceGap { .. } => Check::SequenceGap,
+            ReplayError::Event(error) => apply_check(error),
+            ReplayError::Checkpoint { .. } => Check::Checkpoint,
+            ReplayError::Pin { .. } => Check::PinnedCheckpoint,
+            ReplayError::Usage(_) => Check::Usage,
+            ReplayError::Internal(_) => Check::Internal,
         }
     }
-    Ok(verifier.finish())
+
+    /// Returns the stream sequence of the first failing message, when one is known.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            ReplayError::SequenceGap { found, .. } => Some(*found),
+            ReplayError::Event(ApplyError::Verify { sequence, .. } | ApplyError::Fold { sequence, .. }) => {
+                Some(*sequence)
+            }
+            ReplayError::Checkpoint { sequence, .. } | ReplayError::Pin { sequence, .. } => Some(*sequence),
+            _ => None,
+        }
+    }
+}
+
+fn apply_check(error: &ApplyError) -> Check {
+    match error {
+        ApplyError::Verify { source, .. } => match source {
+            VerifyError::Decode(_) => Check::Decode,
+            VerifyError::SubjectMismatch { .. } => Check::Subject,
+            VerifyError::UnknownKey { .. } | VerifyError::RootKeyRequired { .. } | VerifyError::BadSignature { .. } => {
+                Check::Signature
+            }
+            _ => Check::Source,
+        },
+        ApplyError::Fold { source, .. } => match source {
+            FoldError::VersionGap { .. } | FoldError::ChainBroken { .. } => Check::Chain,
+            FoldError::Body { .. } => Check::Decode,
+            FoldError::Inconsistent { aggregate, .. } if aggregate.kind == AggregateType::Checkpoint => {
+                Check::Checkpoint
+            }
+            _ => Check::Fold,
+        },
+        _ => Check::Source,
+    }
 }

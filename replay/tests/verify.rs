@@ -1,8 +1,10 @@
 //! `watchword-replay verify` against a real nats-server holding crafted histories.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+
+use common::{Nats, publish, start_nats};
 
 use ed25519_dalek::SigningKey;
 use watchword_events::body::{
@@ -11,46 +13,6 @@ use watchword_events::body::{
 };
 use watchword_events::verify::{key_id, sign};
 use watchword_events::{Actor, Aggregate, Event, EventHash, Frame, ZERO_HASH};
-
-struct Nats {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nats() -> Nats {
-    let dir = tempfile::tempdir().unwrap();
-    let server = if Path::new("/usr/sbin/nats-server").exists() { "/usr/sbin/nats-server" } else { "nats-server" };
-    let child = Command::new(server)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(dir.path().join("store"))
-        .arg("--ports_file_dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
-    let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
-    let start = Instant::now();
-    let text = loop {
-        match std::fs::read_to_string(&ports) {
-            Ok(text) if !text.is_empty() => break text,
-            _ => {
-                assert!(start.elapsed() < Duration::from_secs(20), "nats-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    Nats { child, url: json["nats"][0].as_str().unwrap().to_owned(), _dir: dir }
-}
 
 /// Builds a signed history: a certification by the root key, then versions of one secret.
 struct History {
@@ -138,23 +100,6 @@ fn event(
     }
 }
 
-async fn publish(nats: &Nats, frames: &[(String, Vec<u8>)]) -> async_nats::jetstream::stream::Stream {
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    let stream = jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "WATCHWORD_EVENTS".to_owned(),
-            subjects: vec!["watchword.ev.>".to_owned()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for (subject, payload) in frames {
-        jetstream.publish(subject.clone(), payload.clone().into()).await.unwrap().await.unwrap();
-    }
-    stream
-}
-
 fn replay(nats: &Nats, root_hex: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_watchword-replay"))
         .args(["verify", "--nats", &nats.url, "--root-key", root_hex])
@@ -231,4 +176,76 @@ fn malformed_root_key_is_a_usage_error() {
         Command::new(env!("CARGO_BIN_EXE_watchword-replay")).args(["verify", "--root-key", "abc"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not hexadecimal"));
+}
+
+/// Returns the stored messages of a history with two checkpoints, the last one last.
+fn checkpointed_history() -> common::history::Stream {
+    let mut stream = common::history::Stream::bootstrapped();
+    stream.add_version("db");
+    stream.create_group("ops");
+    stream.add_grant("ops", "db");
+    stream.checkpoint();
+    stream.add_version("db");
+    stream.checkpoint();
+    stream
+}
+
+fn subjects_and_payloads(stream: &common::history::Stream) -> Vec<(String, Vec<u8>)> {
+    stream.messages.iter().map(|m| (m.subject.clone(), m.payload.clone())).collect()
+}
+
+#[tokio::test]
+async fn live_stream_checkpoints_verify_and_export() {
+    let nats = start_nats();
+    let stream = checkpointed_history();
+    publish(&nats, &subjects_and_payloads(&stream)).await;
+    let pin = format!("7:{}", hex::encode(stream.messages[6].hash));
+    let root = common::root_hex();
+
+    let output = common::replay(&["verify", "--nats", &nats.url, "--root-key", &root, "--pin-checkpoint", &pin]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("2 checkpoints"), "{stdout}");
+    assert!(stdout.contains(&format!("pin it with --pin-checkpoint {pin}")), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("export.wwa");
+    let archive_arg = archive.to_str().unwrap();
+    let output = common::replay(&["export", "--nats", &nats.url, "--out", archive_arg, "--root-key", &root]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("exported 7 messages (sequences 1..=7)"), "{stdout}");
+    assert!(stdout.contains(&format!("ends with checkpoint {pin}")), "{stdout}");
+
+    // Offline, the archive verifies against the same pin and serves a query.
+    drop(nats);
+    let output = common::replay(&["verify", "--archive", archive_arg, "--root-key", &root, "--pin-checkpoint", &pin]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = common::replay(&["state", "--archive", archive_arg, "--output", "csv"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("\r\nsecret,db,2,2,"), "{stdout}");
+}
+
+#[tokio::test]
+async fn export_without_covering_checkpoint_fails() {
+    let nats = start_nats();
+    let mut stream = checkpointed_history();
+    stream.add_version("db");
+    publish(&nats, &subjects_and_payloads(&stream)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("export.wwa");
+
+    let args = ["export", "--nats", &nats.url, "--out", archive.to_str().unwrap(), "--wait-secs", "0"];
+    let output = common::replay(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no checkpoint covered stream sequence 8"), "{stderr}");
+    assert!(!archive.exists());
+
+    let output = common::replay(&[&args[..], &["--allow-uncovered"]].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = common::replay(&["verify", "--archive", archive.to_str().unwrap(), "--root-key", &common::root_hex()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("not yet covered by a checkpoint: 1 events"), "{stdout}");
 }

@@ -18,6 +18,7 @@ use watchword_events::body::{
     KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
     SecretVersionAddedV2, SigningKeyCertified, encode_body,
 };
+use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, merkle_root};
 use watchword_events::error::ApplyError;
 use watchword_events::event::Event;
 use watchword_events::fold::{MemoryState, apply_message};
@@ -164,6 +165,8 @@ pub struct Stream {
     pub messages: Vec<Message>,
     heads: BTreeMap<Aggregate, (u64, EventHash)>,
     content_versions: BTreeMap<String, u64>,
+    /// Last sequence that a checkpoint covers, 0 before the first checkpoint.
+    checkpoint_end: u64,
 }
 
 impl Stream {
@@ -306,6 +309,25 @@ impl Stream {
         let not_after_micros = BASE_MICROS + sequence as i64 * 1_000_000 + 86_400_000_000;
         let body = certificate_issued_body(&serial, not_after_micros, token_sha256);
         self.append(Aggregate::client(client), KIND_CLIENT_CERTIFICATE_ISSUED, body)
+    }
+
+    /// Appends a checkpoint, signed by the root key, that covers every message
+    /// after the previous checkpoint's range.
+    pub fn checkpoint(&mut self) -> Message {
+        let first = self.checkpoint_end + 1;
+        let last = self.messages.len() as u64;
+        let hashes: Vec<EventHash> = self.messages[first as usize - 1..].iter().map(|m| m.hash).collect();
+        let previous_checkpoint = self.heads.get(&Aggregate::checkpoint()).map_or(ZERO_HASH, |head| head.1);
+        let body = Checkpoint {
+            first_sequence: first,
+            last_sequence: last,
+            merkle_root: merkle_root(&hashes),
+            previous_checkpoint,
+        };
+        let root = root_key();
+        let event = self.next_event(Aggregate::checkpoint(), KIND_CHECKPOINT, &root, encode_body(&body));
+        self.checkpoint_end = last;
+        self.push(&event, &root)
     }
 
     pub fn stored(&self) -> Vec<StoredMessage<'_>> {

@@ -59,6 +59,7 @@ pub struct ServerConfig {
     pub ca: Option<CaConfig>,
     #[serde(default)]
     pub changes: crate::changes::ChangesConfig,
+    #[serde(default)]
     pub checkpoint: CheckpointConfig,
 }
 

@@ -91,8 +91,13 @@ async fn step(
     let previous = last_checkpoint(store).await?;
     let stream_last =
         store.stream().clone().info().await.map_err(|e| request_error("stream info", e))?.state.last_sequence;
-    // When only the previous checkpoint follows its range, there is nothing new to cover.
-    let uncovered = stream_last.saturating_sub(previous.as_ref().map_or(0, |p| p.sequence));
+    // Every message after the previous checkpoint's range needs covering, but that
+    // checkpoint itself, which always follows its range. Events appended while it
+    // was being written sit between its range and itself, so they count too.
+    let uncovered = match &previous {
+        Some(previous) => stream_last.saturating_sub(previous.body.last_sequence + 1),
+        None => stream_last,
+    };
     if uncovered == 0 {
         *uncovered_since = None;
         return Ok(());

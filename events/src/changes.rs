@@ -124,7 +124,7 @@ pub struct ChangeNotice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Derived {
     Notice(ChangeNotice),
-    /// The event changes no secret and no grant on one (clients, operators, keys).
+    /// The event changes no secret and no grant on one (clients, operators, keys, checkpoints).
     NoNotice,
     /// The fold applies the kind, but no notice mapping exists for it yet. A
     /// notice is never guessed, so the caller logs the kind and moves on.
@@ -210,6 +210,7 @@ pub fn derive_notice(view: &(impl StateView + ?Sized), recorded: &RecordedEvent)
             Ok(Derived::NoNotice)
         }
         KIND_SIGNING_KEY_CERTIFIED
+        | crate::checkpoint::KIND_CHECKPOINT
         | KIND_CLIENT_CREATED
         | KIND_CLIENT_DISABLED
         | KIND_CLIENT_ENABLED

@@ -31,7 +31,7 @@ use crate::config::LimitsConfig;
 use crate::digest::DigestKey;
 use crate::reader::Reader;
 use crate::seal;
-use crate::writer::{Committed, Draft, Head, Precondition, WriteContext, WriteError, Writer};
+use crate::writer::{Committed, Draft, Head, Precondition, WriteContext, WriteError, Writer, describe};
 
 /// Maximum wait for this node's read model to reach the stream head of a secret.
 const STATE_WAIT: Duration = Duration::from_secs(5);
@@ -288,6 +288,8 @@ impl Secrets {
             })
             .await;
         match outcome {
+            // Another server recorded this expiry first.
+            Ok(committed) if committed.replayed => Ok(None),
             Ok(committed) => Ok(Some(committed)),
             Err(WriteError::State(_) | WriteError::Conflict { .. }) => Ok(None),
             Err(error) => Err(error),
@@ -319,13 +321,33 @@ impl Secrets {
     {
         let aggregate = Aggregate::secret(name);
         let decide = &decide;
-        self.writer
+        let drafted: Mutex<Option<(&'static str, Vec<u8>)>> = Mutex::default();
+        let drafted_ref = &drafted;
+        let committed = self
+            .writer
             .append(&aggregate, context, &|head, revision, id| {
                 let state = self.state_at(name, head);
-                let decided = async move { decide(state.await?, revision, id).await };
+                let decided = async move {
+                    let draft = decide(state.await?, revision, id).await?;
+                    *drafted_ref.lock().expect("no panic while holding this lock") =
+                        Some((draft.kind, draft.body.clone()));
+                    Ok(draft)
+                };
                 Box::pin(decided)
             })
-            .await
+            .await?;
+
+        // A reused idempotency key returns the first request's outcome, which is only
+        // right if this request is a retry of that one.
+        let drafted = drafted.into_inner().expect("no panic while holding this lock");
+        if let (true, Some((kind, body))) = (committed.replayed, drafted)
+            && !same_request(&committed.event, kind, &body)
+        {
+            return Err(WriteError::IdempotencyKeyReused {
+                other: format!("{}, with other values", describe(&aggregate)),
+            });
+        }
+        Ok(committed)
     }
 
     /// Returns the secret's state as of `head`, the last event on its subject.
@@ -522,6 +544,32 @@ fn owner_of(state: Option<&SecretState>) -> Option<&str> {
 
 fn store_key(version: &SecretVersion) -> String {
     version.data_key.store_key.clone()
+}
+
+/// Returns whether a drafted event asks for what the stored event `first` did. A
+/// version event is compared by its content digest, size, expiry, rollback source
+/// and (when both set it) metadata, since each attempt seals under a new data key.
+fn same_request(first: &Event, kind: &str, body: &[u8]) -> bool {
+    if first.kind != kind {
+        return false;
+    }
+    if kind != KIND_SECRET_VERSION_ADDED_V2 {
+        return first.body == body;
+    }
+    let (Ok(first), Ok(retry)) =
+        (decode_body::<SecretVersionAddedV2>(&first.body), decode_body::<SecretVersionAddedV2>(body))
+    else {
+        return false;
+    };
+    let metadata_agrees = match (&first.metadata, &retry.metadata) {
+        (Some(first), Some(retry)) => first == retry,
+        _ => true,
+    };
+    first.digest == retry.digest
+        && first.size == retry.size
+        && first.expires_at_micros == retry.expires_at_micros
+        && first.rolled_back_from == retry.rolled_back_from
+        && metadata_agrees
 }
 
 /// Returns the content version that a version event of a secret adds.

@@ -168,7 +168,12 @@ impl Writer {
             let expected_sequence = check_precondition(aggregate, context, head.as_ref())?;
             let revision = head.as_ref().map_or(0, |h| h.event.aggregate_version) + 1;
             let id = Uuid::now_v7();
-            let draft = decide(head.clone(), revision, id).await?;
+            let draft = match decide(head.clone(), revision, id).await {
+                Ok(draft) => draft,
+                // A retry of a command that succeeded may no longer apply to the new
+                // state (a second delete); its first outcome is still the answer.
+                Err(error) => return self.replayed(aggregate, context).await?.ok_or(error),
+            };
 
             let event = Event {
                 id,
@@ -205,6 +210,28 @@ impl Writer {
             }
         }
         Err(WriteError::Contended(aggregate.clone()))
+    }
+
+    /// Returns the outcome of the request that first used the context's idempotency
+    /// key, if one did within JetStream's duplicate window.
+    ///
+    /// It publishes an empty probe with that key's `Nats-Msg-Id` and an expected
+    /// subject sequence that no subject can have. JetStream checks the message id
+    /// first, so a used key returns the first message's sequence as a duplicate, and
+    /// any other probe fails the sequence check and is not stored.
+    async fn replayed(&self, aggregate: &Aggregate, context: &WriteContext) -> Result<Option<Committed>, WriteError> {
+        let Some(message_id) = idempotent_message_id(context) else {
+            return Ok(None);
+        };
+        match self.store.publish(&aggregate.subject(), Vec::new(), &message_id, u64::MAX).await {
+            Ok(ack) if ack.duplicate => Ok(Some(self.first_outcome(aggregate, ack.sequence).await?)),
+            Ok(ack) => Err(WriteError::CorruptHead {
+                sequence: ack.sequence,
+                source: DecodeError::Malformed("an idempotency probe was stored as a message".to_owned()),
+            }),
+            Err(StreamError::WrongLastSequence { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Signs `message` with the HSM root key, for credentials the server issues.
@@ -271,14 +298,14 @@ fn check_precondition(aggregate: &Aggregate, context: &WriteContext, head: Optio
 /// Derives the `Nats-Msg-Id`: from the actor and the idempotency key when there is
 /// one, so a retry is stored once, and from the event id otherwise.
 fn message_id(context: &WriteContext, event: &Event) -> String {
-    match &context.idempotency_key {
-        Some(key) => {
-            let mut hasher = Sha256::new();
-            hasher.update(context.actor.principal.as_bytes());
-            hasher.update([0]);
-            hasher.update(key.as_bytes());
-            format!("idem:{}", hex::encode(hasher.finalize()))
-        }
-        None => format!("event:{}", event.id),
-    }
+    idempotent_message_id(context).unwrap_or_else(|| format!("event:{}", event.id))
+}
+
+fn idempotent_message_id(context: &WriteContext) -> Option<String> {
+    let key = context.idempotency_key.as_ref()?;
+    let mut hasher = Sha256::new();
+    hasher.update(context.actor.principal.as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    Some(format!("idem:{}", hex::encode(hasher.finalize())))
 }

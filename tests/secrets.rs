@@ -289,3 +289,40 @@ async fn fifty_concurrent_creates_one_succeeds() {
     let versions = operator.list_versions("app/once").await.unwrap().versions;
     assert_eq!(versions.len(), 1, "the losers wrote no version");
 }
+
+#[tokio::test]
+async fn reused_idempotency_key_with_other_content_rejected() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let options = PutOptions {
+        conditions: Conditions { idempotency_key: Some("rotate-7".to_owned()), ..Default::default() },
+        ..Default::default()
+    };
+    operator.put_secret("idem", b"first".to_vec(), &options).await.unwrap();
+    let error = operator.put_secret("idem", b"second".to_vec(), &options).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Api { status: 422, code, .. } if code == "idempotency_key_reused"),
+        "{error}"
+    );
+    assert_eq!(operator.get_secret("idem", None).await.unwrap().content.as_slice(), b"first");
+}
+
+#[tokio::test]
+async fn retried_delete_returns_first_outcome() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    operator.put_secret("gone", b"x".to_vec(), &PutOptions::default()).await.unwrap();
+    let keyed = Conditions { idempotency_key: Some("delete-1".to_owned()), ..Default::default() };
+
+    let first = operator.secret_command(reqwest::Method::DELETE, "gone", "", None, &keyed).await.unwrap();
+    let retry = operator.secret_command(reqwest::Method::DELETE, "gone", "", None, &keyed).await.unwrap();
+    assert!(retry.replayed, "the retry of a delete that succeeded gets its outcome, not a conflict");
+    assert_eq!((retry.sequence, retry.kind.as_str()), (first.sequence, "secret.deleted"));
+
+    // The same key on another command is not a retry.
+    let error = operator.secret_command(reqwest::Method::POST, "gone", "restore", None, &keyed).await.unwrap_err();
+    assert!(matches!(&error, ClientError::Api { status: 422, .. }), "{error}");
+    let unkeyed = Conditions::default();
+    let again = operator.secret_command(reqwest::Method::DELETE, "gone", "", None, &unkeyed).await.unwrap_err();
+    assert!(matches!(&again, ClientError::Api { status: 409, .. }), "without a key, deleting twice conflicts: {again}");
+}

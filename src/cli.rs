@@ -506,11 +506,25 @@ fn print_rows(output: Output, value: &impl Serialize, header: &[&str], rows: &[V
             let mut table = Table::new();
             table.load_preset(NOTHING).set_header(header.to_vec());
             for row in rows {
-                table.add_row(row.clone());
+                table.add_row(row.iter().map(|cell| printable(cell)).collect::<Vec<_>>());
             }
             print_line(table.to_string().trim_end());
         }
     }
+}
+
+/// Returns `cell` with control characters escaped (`\u{1b}`, `\n`), so that a name
+/// or description cannot move the cursor or recolour the terminal of whoever lists it.
+fn printable(cell: &str) -> String {
+    let mut out = String::with_capacity(cell.len());
+    for c in cell.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Prints a line of results; a write failure other than a closed pipe exits with 1.
@@ -551,5 +565,17 @@ fn client(config: &Option<PathBuf>) -> Result<ApiClient, Failure> {
             Ok(ApiClient::with_token(&config.server, &config.ca, token.trim())?)
         }
         _ => Err(Failure { status: 1, message: "the client configuration has no credentials".to_owned() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("\u{1b}[31mRED\u{1b}[0m"), "\\u{1b}[31mRED\\u{1b}[0m");
+        assert_eq!(printable("a\nb\u{1}"), "a\\nb\\u{1}");
+        assert_eq!(printable("clé 🔑 a/b"), "clé 🔑 a/b");
     }
 }

@@ -74,8 +74,11 @@ pub async fn run_client(
     context: &WriteContext,
 ) -> Result<Committed, WriteError> {
     validate_entity_name(name)?;
-    if let ClientCommand::Create { owner_group: Some(owner), .. } = command {
-        validate_entity_name(owner)?;
+    if let ClientCommand::Create { owner_group, description } = command {
+        if let Some(owner) = owner_group {
+            validate_entity_name(owner)?;
+        }
+        crate::secrets::metadata::check_description(description).map_err(WriteError::Invalid)?;
     }
     let aggregate = Aggregate::client(name);
     writer
@@ -117,6 +120,9 @@ pub async fn run_group(
     context: &WriteContext,
 ) -> Result<Committed, WriteError> {
     validate_entity_name(name)?;
+    if let GroupCommand::Create { description, .. } = command {
+        crate::secrets::metadata::check_description(description).map_err(WriteError::Invalid)?;
+    }
     match command {
         GroupCommand::Create { owner_group: Some(owner), .. } => validate_entity_name(owner)?,
         GroupCommand::AddMember { client } | GroupCommand::RemoveMember { client } => validate_entity_name(client)?,

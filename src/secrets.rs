@@ -201,6 +201,9 @@ impl Secrets {
         validate_secret_name(name)?;
         self.append(name, context, |state, _, _| async move {
             require(roles, Permission::ManageSecret { owner: owner_of(state.as_ref()) })?;
+            if kind == KIND_SECRET_DELETED && state.as_ref().is_some_and(|s| s.status == SecretStatus::Deleted) {
+                return Err(WriteError::State(format!("secret {name:?} is already deleted")));
+            }
             require_status(name, state, &[from])?;
             Ok(Draft { kind, body: encode_body(&Empty {}), data_key: None })
         })
@@ -386,7 +389,11 @@ impl Secrets {
         let last = self.writer.store().last_sequence().await?;
         self.reader.wait_for(last, STATE_WAIT).await?;
         match self.reader.file_name_owner(&file_name).await? {
-            Some(other) if other != name => Err(WriteError::FileNameTaken { file_name, other }),
+            Some(other) if other != name => {
+                let holder = self.reader.metadata(&other).await?.0;
+                let other_deleted = holder.is_some_and(|s| s.status == SecretStatus::Deleted);
+                Err(WriteError::FileNameTaken { file_name, other, other_deleted })
+            }
             _ => Ok(()),
         }
     }
@@ -394,13 +401,10 @@ impl Secrets {
     /// Returns version `number` of the secret's current incarnation if it can be read.
     async fn readable_version(&self, state: &SecretState, number: u64) -> Result<SecretVersion, WriteError> {
         let (versions, _) = self.reader.versions(&state.name).await?;
-        let readable = readable_versions(&versions, state.incarnation, self.limits.max_readable_versions);
+        let keep = self.limits.max_readable_versions;
+        let readable = readable_versions(&versions, state.incarnation, keep);
         readable.into_iter().find(|v| v.version == number).cloned().ok_or_else(|| {
-            WriteError::State(format!(
-                "version {number} of secret {:?} cannot be read: it does not exist in the current incarnation, \
-                 was destroyed, or is older than the {} newest versions kept readable",
-                state.name, self.limits.max_readable_versions
-            ))
+            WriteError::State(unreadable_version(&state.name, &versions, state.incarnation, keep, number))
         })
     }
 
@@ -461,6 +465,25 @@ pub fn readable_versions(versions: &[SecretVersion], incarnation: u64, keep: usi
     readable
 }
 
+/// Explains why version `number` of `name` cannot be read.
+pub fn unreadable_version(
+    name: &str,
+    versions: &[SecretVersion],
+    incarnation: u64,
+    keep: usize,
+    number: u64,
+) -> String {
+    let reason = match versions.iter().find(|v| v.version == number) {
+        None => "it does not exist".to_owned(),
+        Some(v) if v.incarnation != incarnation => {
+            "it belongs to an earlier incarnation of the name, which was deleted or destroyed".to_owned()
+        }
+        Some(v) if v.destroyed => "it was destroyed".to_owned(),
+        Some(_) => format!("it is older than the {keep} newest versions kept readable (limits.max_readable_versions)"),
+    };
+    format!("version {number} of secret {name:?} cannot be read: {reason}")
+}
+
 /// Returns the metadata a write records: `None` keeps the active secret's metadata.
 fn resolve_metadata(state: Option<&SecretState>, change: &MetadataChange) -> Option<SecretMetadata> {
     let active = state.filter(|s| s.status == SecretStatus::Active);
@@ -519,16 +542,21 @@ fn require(roles: &[Role], permission: Permission<'_>) -> Result<(), WriteError>
         Permission::ManageSecret { owner: Some(group) } | Permission::DestroySecret { owner: Some(group) } => {
             format!("this needs the role admin, or owner:{group} (automation:{group} for changes that can be undone)")
         }
-        _ => "this secret has no owner group, so only administrators may change it".to_owned(),
+        _ => "only administrators may manage a secret without an owner group; give it one with owner_group \
+              (--owner-group), which needs the role owner:<group> or automation:<group> of that group"
+            .to_owned(),
     }))
 }
 
 fn require_status(name: &str, state: Option<SecretState>, allowed: &[SecretStatus]) -> Result<SecretState, WriteError> {
     match state {
         Some(state) if allowed.contains(&state.status) => Ok(state),
-        Some(state) if state.status == SecretStatus::Deleted => {
+        Some(state) if state.status == SecretStatus::Deleted && allowed == [SecretStatus::Active] => {
             Err(WriteError::State(format!("secret {name:?} is deleted; restore it first")))
         }
+        Some(state) if state.status == SecretStatus::Destroyed => Err(WriteError::State(format!(
+            "secret {name:?} was destroyed and cannot be restored or changed; write it again to start a new incarnation"
+        ))),
         Some(state) if state.status == SecretStatus::Active => {
             Err(WriteError::State(format!("secret {name:?} is not deleted")))
         }

@@ -27,7 +27,11 @@ use crate::stream::{EventStore, StreamError};
 pub const MAX_CONTENT_BYTES: usize = 768 * 1024;
 
 /// How often a write without a precondition re-reads the head after losing a race.
-const MAX_ATTEMPTS: usize = 5;
+const MAX_ATTEMPTS: u32 = 30;
+
+/// Longest pause before the next attempt after losing a race; the pause grows with
+/// each attempt and is random below it, so racing writers spread out.
+const MAX_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Condition on the aggregate's current revision that a write requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +96,8 @@ pub enum WriteError {
     /// The caller lacks the role the command needs.
     #[error("forbidden: {0}")]
     Forbidden(String),
-    #[error("file name {file_name:?} is already used by secret {other:?}; choose another file_name")]
-    FileNameTaken { file_name: String, other: String },
+    #[error("file name {file_name:?} is already used by secret {other:?}{}; choose another file_name", if *other_deleted { ", which is deleted but keeps its file name until it is destroyed" } else { "" })]
+    FileNameTaken { file_name: String, other: String, other_deleted: bool },
     #[error(transparent)]
     Read(#[from] crate::reader::ReadError),
     #[error("too many concurrent writes to {}; retry", describe(.0))]
@@ -163,7 +167,10 @@ impl Writer {
         decide: &(dyn Fn(Option<Head>, u64, Uuid) -> DraftFuture<'a> + Sync + 'a),
     ) -> Result<Committed, WriteError> {
         let subject = aggregate.subject();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(retry_pause(attempt)).await;
+            }
             let head = self.head(&subject).await?;
             let expected_sequence = check_precondition(aggregate, context, head.as_ref())?;
             let revision = head.as_ref().map_or(0, |h| h.event.aggregate_version) + 1;
@@ -293,6 +300,13 @@ fn check_precondition(aggregate: &Aggregate, context: &WriteContext, head: Optio
         Some(_) if context.idempotency_key.is_some() => Ok(0),
         _ => Err(WriteError::Conflict { aggregate: aggregate.clone(), current }),
     }
+}
+
+/// Returns a random pause of up to `attempt` × 2 ms, at most [`MAX_RETRY_PAUSE`].
+fn retry_pause(attempt: u32) -> std::time::Duration {
+    use rand::Rng;
+    let bound = std::time::Duration::from_millis(2 * u64::from(attempt)).min(MAX_RETRY_PAUSE);
+    bound.mul_f64(rand::thread_rng().gen_range(0.0..1.0))
 }
 
 /// Derives the `Nats-Msg-Id`: from the actor and the idempotency key when there is

@@ -364,3 +364,26 @@ async fn unsafe_limits_rejected_at_start() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("limits.max_content_bytes 2000000"));
 }
+
+#[tokio::test]
+async fn lifecycle_errors_name_the_state() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let named = PutOptions { file_name: Some("fx".to_owned()), ..Default::default() };
+    operator.put_secret("app/holder", b"x".to_vec(), &named).await.unwrap();
+    operator.secret_command(Method::DELETE, "app/holder", "", None, &none()).await.unwrap();
+
+    let twice = operator.secret_command(Method::DELETE, "app/holder", "", None, &none()).await.unwrap_err();
+    assert!(twice.to_string().contains("is already deleted"), "{twice}");
+    let taken = operator.put_secret("app/other", b"y".to_vec(), &named).await.unwrap_err();
+    assert!(taken.to_string().contains("which is deleted but keeps its file name until it is destroyed"), "{taken}");
+
+    operator.secret_command(Method::POST, "app/holder", "destroy", None, &none()).await.unwrap();
+    let restore = operator.secret_command(Method::POST, "app/holder", "restore", None, &none()).await.unwrap_err();
+    assert_eq!(status(&restore).0, 409, "{restore}");
+    assert!(restore.to_string().contains("was destroyed and cannot be restored"), "{restore}");
+    operator.put_secret("app/other", b"y".to_vec(), &named).await.unwrap();
+
+    let versions_gone = operator.get_version("app/holder", 1).await.unwrap_err();
+    assert!(versions_gone.to_string().contains("it was destroyed"), "{versions_gone}");
+}

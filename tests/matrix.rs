@@ -164,6 +164,7 @@ async fn secret_row(operator: &ApiClient, caller: &ApiClient, role: &str) -> Vec
         ("update other secret", outcome(caller.put_secret(&other, b"y".to_vec(), &PutOptions::default()).await)),
         ("show team secret", outcome(caller.get_metadata(&team).await)),
         ("list team versions", outcome(caller.list_versions(&team).await)),
+        ("read current content", outcome(caller.get_secret(&team, None).await)),
         ("read earlier version", outcome(caller.get_version(&team, 1).await)),
         ("set metadata", outcome(caller.put_metadata(&team, &metadata, &none).await)),
         (
@@ -196,13 +197,14 @@ async fn secret_owners_manage_only_their_secrets() {
 
     // Columns as in every_role_against_every_route. Changes are refused with 403;
     // reading content that the caller may not read looks like a missing secret.
-    let expected: [(&str, [Outcome; 5]); 15] = [
+    let expected: [(&str, [Outcome; 5]); 16] = [
         ("create owned by team", [A, D, A, A, D]),
         ("create owned by other", [A, D, D, D, D]),
         ("update team secret", [A, D, A, A, D]),
         ("update other secret", [A, D, D, D, D]),
         ("show team secret", [A, A, A, A, H]),
         ("list team versions", [A, A, A, A, H]),
+        ("read current content", [A, H, A, H, H]),
         ("read earlier version", [A, H, A, H, H]),
         ("set metadata", [A, D, A, A, D]),
         ("grant team secret", [A, D, A, A, D]),

@@ -251,7 +251,10 @@ async fn versions_listed_and_earlier_one_read() {
     assert_eq!(operator.get_secret("app/rotated", None).await.unwrap().content.as_slice(), b"three");
 
     let missing = operator.get_version("app/rotated", 9).await.unwrap_err();
-    assert!(missing.to_string().contains("has no readable version 9"), "{missing}");
+    assert!(
+        missing.to_string().contains("version 9 of secret \"app/rotated\" cannot be read: it does not exist"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
@@ -325,4 +328,22 @@ async fn retried_delete_returns_first_outcome() {
     let unkeyed = Conditions::default();
     let again = operator.secret_command(reqwest::Method::DELETE, "gone", "", None, &unkeyed).await.unwrap_err();
     assert!(matches!(&again, ClientError::Api { status: 409, .. }), "without a key, deleting twice conflicts: {again}");
+}
+
+#[tokio::test]
+async fn concurrent_unconditional_writes_all_land() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let writes = (0..20).map(|i| {
+        let client = operator.clone();
+        tokio::spawn(async move {
+            client.put_secret("app/busy", format!("writer {i}").into_bytes(), &PutOptions::default()).await
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(writes).await.into_iter().map(Result::unwrap).collect();
+    for result in &results {
+        assert!(result.is_ok(), "a write without a precondition retries until it lands: {result:?}");
+    }
+    let versions = operator.list_versions("app/busy").await.unwrap().versions;
+    assert_eq!(versions.len(), 20);
 }

@@ -90,3 +90,23 @@ async fn public_endpoint_requires_a_token() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "unauthenticated");
 }
+
+#[tokio::test]
+async fn revoking_unknown_or_revoked_token_fails() {
+    let stack = Stack::start().await;
+    let operator = stack.client("operator");
+    let token = operator.create_operator_token(OWNER, Some(600)).await.unwrap();
+    let revoke = |id: &str| {
+        let path = ["operators", OWNER, "tokens", id].map(str::to_owned);
+        let operator = operator.clone();
+        async move {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            operator.command(reqwest::Method::DELETE, &path).await
+        }
+    };
+
+    assert_eq!(status(revoke("not-a-uuid").await), 400);
+    assert_eq!(status(revoke(&uuid::Uuid::now_v7().to_string()).await), 404, "a typo must not report success");
+    assert_eq!(status(revoke(&token.token_id).await), 200);
+    assert_eq!(status(revoke(&token.token_id).await), 409, "revoking twice records nothing new");
+}

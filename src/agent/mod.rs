@@ -179,7 +179,7 @@ async fn fetch_and_write(
     let ownership = match Ownership::resolve(secret.file_owner.as_deref(), secret.file_group.as_deref()) {
         Ok(ownership) => ownership,
         Err(error) => {
-            tracing::error!(secret.name = %secret.name, file = %file, %error, "cannot resolve the file's owner or group; keeping the old file");
+            tracing::error!(secret.name = %secret.name, file = %file, %error, "cannot resolve the file's owner or group; the secret is not written, and its old file, if any, is kept");
             return Ok(Written::Failed);
         }
     };
@@ -192,7 +192,7 @@ async fn fetch_and_write(
     match dir.write(file, &fetched.content, mode, ownership) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-            tracing::error!(secret.name = %secret.name, file = %file, %error, "cannot give the file its owner or group (the agent must run as root to do so); keeping the old file");
+            tracing::error!(secret.name = %secret.name, file = %file, %error, "cannot give the file its owner or group (the agent must run as root to do so); the secret is not written, and its old file, if any, is kept");
             return Ok(Written::Failed);
         }
         Err(error) => return Err(SyncError::Io(error)),

@@ -17,7 +17,9 @@ use super::{ApiError, AppState, format_micros, internal, wait_for_projection, wr
 use crate::access::{Action, Permission, Role};
 use crate::reader::MAX_SEQUENCE_WAIT;
 use crate::secrets::metadata::{MetadataJson, parse_delivery_mode};
-use crate::secrets::{MetadataChange, MetadataPatch, WriteVersion, content_version, readable_versions};
+use crate::secrets::{
+    MetadataChange, MetadataPatch, WriteVersion, content_version, readable_versions, unreadable_version,
+};
 use crate::signer::now_micros;
 use crate::tls::ClientIdentity;
 use crate::writer::{Committed, MAX_CONTENT_BYTES};
@@ -217,10 +219,17 @@ pub struct VersionList {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SecretDescription {
     pub name: String,
+    /// `active`, `deleted` or `destroyed`.
     pub status: String,
     pub incarnation: u64,
     pub revision: u64,
     pub version: u64,
+    /// RFC 3339 expiry time of the current version.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The current version has expired: computes no longer receive it.
+    #[serde(default)]
+    pub expired: bool,
     pub metadata: MetadataJson,
     pub sequence: u64,
 }
@@ -425,11 +434,15 @@ async fn get_secret(
     if let Some(sequence) = query.min_sequence {
         state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
     }
-    if !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
+    let (secret, sequence) = state.reader.metadata(&name).await?;
+    let owner_reads = match &secret {
+        Some(secret) => owns(&state.roles(&client).await?, secret),
+        None => false,
+    };
+    if !owner_reads && !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
         tracing::info!(client.id = %client.name, secret.name = %name, "read denied");
         return Err(ApiError::not_found(&name));
     }
-    let (secret, sequence) = state.reader.metadata(&name).await?;
     let secret = secret.filter(|s| s.status == SecretStatus::Active).ok_or_else(|| ApiError::not_found(&name))?;
     if !secret.servable(now_micros()) {
         let reason = if secret.current.destroyed { "was destroyed" } else { "has expired" };
@@ -456,6 +469,12 @@ async fn get_secret(
     }
     // NOTE: the response body leaves this buffer for hyper's, which is not zeroized.
     Ok((headers, content.to_vec()).into_response())
+}
+
+/// Returns whether `roles` make the caller an owner of the secret's owner group,
+/// who may read its content, current and earlier. Automation may not.
+fn owns(roles: &[Role], secret: &SecretState) -> bool {
+    secret.metadata.owner_group.as_ref().is_some_and(|group| roles.contains(&Role::Owner(group.clone())))
 }
 
 /// Returns whether the caller may see a secret's metadata: administrators,
@@ -486,6 +505,8 @@ async fn get_metadata(
         incarnation: secret.incarnation,
         revision: secret.revision,
         version: secret.current.version,
+        expires_at: secret.current.expires_at_micros.map(format_micros),
+        expired: current_expired(&secret, now_micros()),
         metadata: MetadataJson::from_stored(&secret.metadata),
         sequence,
     }))
@@ -532,8 +553,8 @@ fn version_summary(version: &SecretVersion, readable: bool) -> VersionSummary {
 }
 
 /// Returns the content of one version to administrators and to the owners of the
-/// secret's owner group, because an earlier version may hold a credential that was
-/// rotated away on purpose.
+/// secret's owner group only, because an earlier version may hold a credential that
+/// was rotated away on purpose.
 async fn get_version(
     State(state): State<AppState>,
     Extension(client): Extension<ClientIdentity>,
@@ -541,10 +562,7 @@ async fn get_version(
 ) -> Result<Response, ApiError> {
     let (secret, sequence) = state.reader.metadata(&name).await?;
     let roles = state.roles(&client).await?;
-    let allowed = secret.as_ref().is_some_and(|s| {
-        let owner = s.metadata.owner_group.as_deref();
-        roles.contains(&Role::Admin) || roles.contains(&Role::Owner(owner.unwrap_or_default().to_owned()))
-    });
+    let allowed = secret.as_ref().is_some_and(|s| roles.contains(&Role::Admin) || owns(&roles, s));
     let Some(secret) = secret.filter(|_| allowed) else {
         tracing::info!(client.id = %client.name, secret.name = %name, secret.version = version, "version read denied");
         return Err(ApiError::not_found(&name));
@@ -553,14 +571,8 @@ async fn get_version(
     let keep = state.secrets.limits().max_readable_versions;
     let readable = readable_versions(&versions, secret.incarnation, keep);
     let found = readable.into_iter().find(|v| v.version == version).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "secret {name:?} has no readable version {version}: it does not exist in the current \
-                 incarnation, was destroyed, or is older than the {keep} newest versions kept readable"
-            ),
-        )
+        let reason = unreadable_version(&name, &versions, secret.incarnation, keep, version);
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", reason)
     })?;
     let content = state.reader.version_content(&name, found).await?;
     let mut headers = HeaderMap::new();
@@ -691,9 +703,14 @@ fn summary(state: &SecretState, now_micros: i64) -> SecretSummary {
         file_owner: delivery.owner.clone(),
         file_group: delivery.group.clone(),
         expires_at: state.current.expires_at_micros.map(format_micros),
-        expired: state.current.expired || state.current.expires_at_micros.is_some_and(|at| at <= now_micros),
+        expired: current_expired(state, now_micros),
         servable: state.servable(now_micros),
     }
+}
+
+/// Returns whether the current version expired, recorded or not yet.
+fn current_expired(state: &SecretState, now_micros: i64) -> bool {
+    state.current.expired || state.current.expires_at_micros.is_some_and(|at| at <= now_micros)
 }
 
 fn status_name(status: SecretStatus) -> &'static str {

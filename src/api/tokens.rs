@@ -164,6 +164,31 @@ async fn revoke_token(
     Path((identity, token_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     state.require(&client, Permission::Administer).await?;
+    if uuid::Uuid::parse_str(&token_id).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "token id {token_id:?} is not a token id: use the UUID printed when the token was issued"
+        )));
+    }
+    // Every issued token is in the read model before its issuer got the token, so an
+    // id it does not know was never issued to this operator.
+    let issued = state.reader.operator(&identity).await?.and_then(|o| o.tokens.get(&token_id).cloned());
+    match issued {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("operator {identity:?} has no token {token_id}; check the identity and the token id"),
+            ));
+        }
+        Some(token) if token.revoked => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("token {token_id} of operator {identity:?} is already revoked"),
+            ));
+        }
+        Some(_) => {}
+    }
     let body = encode_body(&TokenRevoked { token_id: token_id.clone() });
     let committed = append(&state, &client, &headers, &identity, KIND_OPERATOR_TOKEN_REVOKED, body).await?;
     tracing::info!(client.id = %client.name, operator = %identity, token.id = %token_id, event.seq = committed.sequence, "operator token revoked");

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use watchword_events::changes::NoticeKind;
 
-use super::{Failure, Output, print_line};
+use super::{Failure, Output, print_line, printable};
 use crate::client::{ApiClient, ClientError, EventFilter, Notice};
 
 /// Delay before reconnecting a feed that closed.
@@ -102,10 +102,10 @@ fn print_notice(output: Output, notice: &Notice) {
                 notice.sequence,
                 notice.kind.as_str(),
                 version,
-                notice.secret,
-                groups,
+                printable(&notice.secret),
+                printable(&groups),
                 notice.time,
-                notice.actor
+                printable(&notice.actor)
             ));
         }
     }

@@ -175,11 +175,20 @@ pub(super) struct SetMetadataArgs {
     default_file_name: bool,
     #[arg(long)]
     file_owner: Option<String>,
+    /// Go back to the agent's own user as the file owner.
+    #[arg(long, conflicts_with = "file_owner")]
+    no_file_owner: bool,
     #[arg(long)]
     file_group: Option<String>,
+    /// Go back to the agent's own group as the file group.
+    #[arg(long, conflicts_with = "file_group")]
+    no_file_group: bool,
     /// Octal file mode such as 0440.
     #[arg(long)]
     mode: Option<String>,
+    /// Go back to the agent's default file mode.
+    #[arg(long, conflicts_with = "mode")]
+    default_mode: bool,
     /// Key that makes a retried change apply once.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -206,17 +215,19 @@ pub(super) async fn run(
             let description = client.get_metadata(&name).await?;
             let metadata = &description.metadata;
             let labels: Vec<String> = metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let expired = description.expired && description.status == "active";
             let row = vec![
                 description.name.clone(),
-                description.status.clone(),
+                if expired { "expired".to_owned() } else { description.status.clone() },
                 description.version.to_string(),
                 description.revision.to_string(),
+                description.expires_at.clone().unwrap_or_default(),
                 metadata.owner_group.clone().unwrap_or_default(),
                 metadata.file_name.clone().unwrap_or_else(|| "(derived)".to_owned()),
                 metadata.mode.clone().unwrap_or_default(),
                 labels.join(","),
             ];
-            let header = ["NAME", "STATUS", "VERSION", "REVISION", "OWNER", "FILE", "MODE", "LABELS"];
+            let header = ["NAME", "STATUS", "VERSION", "REVISION", "EXPIRES", "OWNER", "FILE", "MODE", "LABELS"];
             print_rows(output, &description, &header, &[row]);
             Ok(())
         }
@@ -292,10 +303,7 @@ async fn put(client: &ApiClient, output: Output, args: PutArgs) -> Result<(), Fa
     };
     let written = client.put_secret(&args.name, content, &options).await?;
     if written.replayed {
-        eprintln!(
-            "note: idempotency key already used: this is the first request's outcome, and this request's \
-             content was not written; use a new key for a new write"
-        );
+        eprintln!("note: a request with this idempotency key was already applied; this is its outcome");
     }
     print_written(output, &written);
     Ok(())
@@ -402,8 +410,15 @@ async fn set_metadata(client: &ApiClient, output: Output, args: SetMetadataArgs)
     for key in &args.remove_labels {
         metadata.labels.remove(key);
     }
-    if args.default_file_name {
-        metadata.file_name = None;
+    for (clear, field) in [
+        (args.default_file_name, &mut metadata.file_name),
+        (args.no_file_owner, &mut metadata.file_owner),
+        (args.no_file_group, &mut metadata.file_group),
+        (args.default_mode, &mut metadata.mode),
+    ] {
+        if clear {
+            *field = None;
+        }
     }
     for (field, value) in [
         (&mut metadata.file_name, args.file_name),
@@ -467,11 +482,21 @@ pub(super) fn parse_duration(text: &str) -> Result<u64, String> {
     number.checked_mul(scale).filter(|&seconds| seconds > 0).ok_or_else(invalid)
 }
 
+/// Longest lifetime `--expires-in` accepts: 100 years, in seconds.
+const MAX_EXPIRES_IN_SECS: u64 = 100 * 365 * 86_400;
+
 /// Returns the RFC 3339 time `seconds` from now.
 fn time_after(seconds: u64) -> Result<String, Failure> {
-    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX));
-    at.format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| Failure { status: 2, message: format!("expiry time out of range: {e}") })
+    let too_long = || Failure {
+        status: 2,
+        message: format!("--expires-in of {seconds} s is too long; give at most {} days", MAX_EXPIRES_IN_SECS / 86_400),
+    };
+    if seconds > MAX_EXPIRES_IN_SECS {
+        return Err(too_long());
+    }
+    let lifetime = time::Duration::seconds(i64::try_from(seconds).map_err(|_| too_long())?);
+    let at = time::OffsetDateTime::now_utc().checked_add(lifetime).ok_or_else(too_long)?;
+    at.format(&time::format_description::well_known::Rfc3339).map_err(|_| too_long())
 }
 
 /// Parses `KEY=VALUE` labels into a map.
@@ -498,6 +523,14 @@ mod tests {
         for bad in ["", "7", "d", "0d", "-1d", "7w", "1.5h", "é"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn huge_lifetime_is_an_error() {
+        let error = time_after(parse_duration("99999999d").unwrap()).unwrap_err();
+        assert_eq!(error.status, 2);
+        assert!(error.message.contains("at most 36500 days"), "{}", error.message);
+        assert!(time_after(parse_duration("3650d").unwrap()).is_ok());
     }
 
     #[test]

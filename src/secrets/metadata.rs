@@ -91,7 +91,7 @@ pub fn validate(metadata: &SecretMetadata, max_encoded_bytes: usize) -> Result<(
     if let Some(group) = &metadata.owner_group {
         watchword_events::names::validate_entity_name(group).map_err(|e| format!("owner_group: {e}"))?;
     }
-    check_text("description", &metadata.description, MAX_DESCRIPTION_BYTES, true)?;
+    check_description(&metadata.description)?;
     if metadata.labels.len() > MAX_LABELS {
         return Err(format!("{} labels is above the maximum of {MAX_LABELS}", metadata.labels.len()));
     }
@@ -112,6 +112,12 @@ pub fn validate(metadata: &SecretMetadata, max_encoded_bytes: usize) -> Result<(
         return Err(format!("metadata is {encoded} bytes encoded, above the maximum of {max_encoded_bytes} bytes"));
     }
     Ok(())
+}
+
+/// Checks a description of a secret, client or group: at most
+/// [`MAX_DESCRIPTION_BYTES`], no control characters but newlines and tabs.
+pub fn check_description(description: &str) -> Result<(), String> {
+    check_text("description", description, MAX_DESCRIPTION_BYTES, true)
 }
 
 fn check_text(field: &str, text: &str, max: usize, multiline: bool) -> Result<(), String> {
@@ -164,6 +170,9 @@ pub fn check_file_name(file_name: &str) -> Result<(), String> {
 
 fn check_account(field: &str, account: &str) -> Result<(), String> {
     let valid_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if account.bytes().all(|b| b.is_ascii_digit()) && account.parse::<u32>().is_err() {
+        return Err(format!("{field} {account:?} is not a valid numeric id: ids go up to {}", u32::MAX));
+    }
     let valid = (1..=MAX_ACCOUNT_NAME_BYTES).contains(&account.len())
         && account.bytes().all(valid_char)
         && !account.starts_with('-');
@@ -219,6 +228,8 @@ mod tests {
         assert!(check_account("file_owner", "www-data").is_ok());
         assert!(check_account("file_owner", "1000").is_ok());
         assert!(check_account("file_owner", "-root").is_err());
+        assert!(check_account("file_owner", "4294967295").is_ok());
+        assert!(check_account("file_owner", "99999999999").unwrap_err().contains("not a valid numeric id"));
         assert!(check_account("file_owner", "a b").is_err());
     }
 }

@@ -124,7 +124,7 @@ enum GroupCommand {
     List,
     /// Show a group with its members and grants.
     Show { name: String },
-    /// Delete a group with its memberships and grants.
+    /// Delete a group and its memberships; remove its grants first.
     Delete { name: String },
     /// Print, or with --create create, the group of a deployment system's
     /// application: /<org>/<assembly>/<env>, optionally under a domain.

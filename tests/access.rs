@@ -108,10 +108,21 @@ async fn deleted_group_gives_no_access() {
     let operator = stack.client("operator");
     grant_reader(&operator).await;
 
+    // A group with grants is not deleted, so that each revocation has its own notice.
+    let refused = operator.command(Method::DELETE, &["groups", "app"]).await.unwrap_err();
+    assert!(matches!(&refused, ClientError::Api { status: 409, .. }), "{refused}");
+    assert!(refused.to_string().contains("still has grants on 2 secrets (app-db, app-tls)"), "{refused}");
+
+    for secret in ["app-db", "app-tls"] {
+        operator.command(Method::DELETE, &["groups", "app", "grants", secret]).await.unwrap();
+    }
     let deleted = operator.command(Method::DELETE, &["groups", "app"]).await.unwrap();
     assert!(not_found(stack.client("reader").get_secret("app-db", Some(deleted.sequence)).await));
-    let recreated = operator.create_group(&create("app")).await.unwrap();
-    assert!(not_found(stack.client("reader").get_secret("app-db", Some(recreated.sequence)).await));
+
+    // Re-creating the group starts it without the old members.
+    operator.create_group(&create("app")).await.unwrap();
+    let granted = operator.command(Method::PUT, &["groups", "app", "grants", "app-db"]).await.unwrap();
+    assert!(not_found(stack.client("reader").get_secret("app-db", Some(granted.sequence)).await));
 }
 
 #[tokio::test]

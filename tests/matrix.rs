@@ -41,6 +41,9 @@ async fn row(operator: &ApiClient, caller: &ApiClient, role: &str) -> Vec<(&'sta
     operator.create_client(&create(&client_t, "team")).await.unwrap();
     operator.create_group(&create(&group_t, "team")).await.unwrap();
     operator.create_client(&create(&format!("m-{role}"), "team")).await.unwrap();
+    // A group to delete: a group that holds grants cannot be deleted.
+    let deletable = format!("d-{role}");
+    operator.create_group(&create(&deletable, "team")).await.unwrap();
 
     vec![
         ("put secret", outcome(caller.put_secret(&format!("s-{role}"), b"x".to_vec(), &PutOptions::default()).await)),
@@ -58,7 +61,7 @@ async fn row(operator: &ApiClient, caller: &ApiClient, role: &str) -> Vec<(&'sta
         ),
         ("add grant", outcome(caller.command(Method::PUT, &["groups", &group_t, "grants", "shared"]).await)),
         ("set roles", outcome(caller.set_roles(&id("nobody"), &[]).await)),
-        ("delete group in scope", outcome(caller.command(Method::DELETE, &["groups", &group_t]).await)),
+        ("delete group in scope", outcome(caller.command(Method::DELETE, &["groups", &deletable]).await)),
     ]
 }
 

@@ -204,8 +204,8 @@ pub fn derive_notice(view: &(impl StateView + ?Sized), recorded: &RecordedEvent)
             let groups = vec![event.aggregate.id.clone()];
             Ok(notice(recorded, kind, &body.secret, groups, version))
         }
-        // NOTE: deleting a group removes its grants but yields no access_revoked
-        // notice yet; the group's services learn it from the read path.
+        // The server deletes only groups without grants, so every revocation has its
+        // own group.grant_removed notice before the group goes.
         KIND_GROUP_CREATED | KIND_GROUP_DELETED | KIND_GROUP_MEMBER_ADDED | KIND_GROUP_MEMBER_REMOVED => {
             Ok(Derived::NoNotice)
         }

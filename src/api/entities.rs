@@ -139,10 +139,41 @@ async fn group_command(
         }
     };
     state.require(&client, permission).await?;
+    if matches!(command, GroupCommand::Delete) {
+        refuse_to_delete_grants(&state, &name).await?;
+    }
     let context = write_context(&client, &headers)?;
     let committed = run_group(&state.writer, &name, &command, &context).await?;
     tracing::info!(client.id = %client.name, group.name = %name, event.kind = %committed.event.kind, event.seq = committed.sequence, "group changed");
     Ok(command_response(&state, committed).await)
+}
+
+/// Rejects deleting a group that still holds grants. Each grant must be removed on
+/// its own first, so that every revocation is an event with its own change notice
+/// for the services of that group.
+///
+/// NOTE: this reads this node's read model, so a grant added on another node just
+/// before the deletion can still be removed with the group, without a notice.
+async fn refuse_to_delete_grants(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let Some((_, grants)) = state.reader.group_detail(name).await? else {
+        return Ok(());
+    };
+    if grants.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = grants.iter().take(5).map(String::as_str).collect();
+    let more =
+        if grants.len() > shown.len() { format!(" and {} more", grants.len() - shown.len()) } else { String::new() };
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!(
+            "group {name:?} still has grants on {} ({}{more}); remove them first \
+             (watchword grant remove {name:?} SECRET), so that each revocation is recorded and announced",
+            if grants.len() == 1 { "1 secret".to_owned() } else { format!("{} secrets", grants.len()) },
+            shown.join(", ")
+        ),
+    ))
 }
 
 pub(super) async fn command_response(state: &AppState, committed: Committed) -> Response {

@@ -40,7 +40,8 @@ pub struct Checkpoint {
     pub first_sequence: u64,
     /// Last stream sequence of the range, below the checkpoint's own sequence.
     pub last_sequence: u64,
-    /// Merkle root over the event hashes of every sequence in the range, in order.
+    /// Merkle root over the leaf inputs ([`leaf_input`]) of every sequence in the
+    /// range, in order.
     #[serde(with = "serde_bytes")]
     pub merkle_root: [u8; 32],
     /// Event hash of the previous checkpoint, or all zeros for the first one. It
@@ -56,9 +57,9 @@ impl Aggregate {
     }
 }
 
-/// Returns the hash that stands for a stored stream message in a checkpoint's
-/// Merkle tree: its event hash when [`Frame::decode`] accepts it, otherwise
-/// SHA-256 of the stored bytes as they are.
+/// Returns the leaf input of a stored stream message in a checkpoint's Merkle
+/// tree: its event hash when [`Frame::decode`] accepts it, otherwise SHA-256 of
+/// the stored bytes as they are.
 ///
 /// A message of the second kind is not an event and no fold applies it, but the
 /// checkpoint over it still commits to its exact bytes.

@@ -30,6 +30,9 @@ const BATCH: usize = 256;
 const IN_FLIGHT: usize = 8;
 
 /// A message as the signature thread hands it to the fold.
+// Nearly every message is an event, so boxing that variant would allocate once
+// per message to save space on rare skipped ones.
+#[allow(clippy::large_enum_variant)]
 enum Checked {
     /// Decoded and signature-checked, or the reason it is not a valid event.
     Event(u64, Result<RecordedEvent, VerifyError>),

@@ -8,13 +8,18 @@
 //! race for a range, only one stores its checkpoint, and the other re-reads the
 //! last checkpoint and continues from there. The task never holds a lock that a
 //! write waits for, because it only reads the stream and appends to its own subject.
+//!
+//! A message that is not a valid frame (one that an operator skips with
+//! `projector.skip_sequences`) is covered too, by SHA-256 of its stored bytes,
+//! so checkpoints go on after it and its bytes stay committed.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use tokio::sync::watch;
-use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, MerkleBuilder};
+use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, MerkleBuilder, leaf_input};
 use watchword_events::{Aggregate, Event, EventHash, Frame, ZERO_HASH};
 
 use crate::config::CheckpointConfig;
@@ -32,7 +37,8 @@ pub enum CheckpointError {
     Stream(#[from] StreamError),
     #[error("HSM root key failed to sign the checkpoint: {0}")]
     Hsm(#[from] HsmError),
-    #[error("stream sequence {sequence} is not a valid event frame ({reason}); it cannot be checkpointed")]
+    /// A message is missing from a range, or the last checkpoint does not decode.
+    #[error("stream sequence {sequence}: {reason}; no checkpoint can be written after it")]
     Unreadable { sequence: u64, reason: String },
 }
 
@@ -53,6 +59,8 @@ pub async fn run(store: EventStore, hsm: Hsm, config: CheckpointConfig, mut stop
     // When this node first saw events that no checkpoint covers.
     let mut uncovered_since: Option<Instant> = None;
     let mut last_error: Option<String> = None;
+    // Sequences already logged as covered although they are not events.
+    let mut non_events = BTreeSet::new();
     tracing::info!(
         checkpoint.interval_ms = config.interval_ms,
         checkpoint.max_events = config.max_events,
@@ -64,12 +72,10 @@ pub async fn run(store: EventStore, hsm: Hsm, config: CheckpointConfig, mut stop
             _ = poll.tick() => {}
             _ = stopping.wait_for(|stopping| *stopping) => return,
         }
-        match step(&store, &hsm, &config, interval, &mut uncovered_since).await {
+        match step(&store, &hsm, &config, interval, &mut uncovered_since, &mut non_events).await {
             Ok(()) => last_error = None,
             Err(error) => {
                 // Logged once per distinct failure, since the task retries every poll.
-                // NOTE: a message that cannot be checkpointed (not a valid frame) is
-                // retried every poll without backoff until an operator repairs it.
                 let message = error.to_string();
                 if last_error.as_ref() != Some(&message) {
                     tracing::error!(error = %message, "checkpoint not written; retrying");
@@ -87,6 +93,7 @@ async fn step(
     config: &CheckpointConfig,
     interval: Duration,
     uncovered_since: &mut Option<Instant>,
+    non_events: &mut BTreeSet<u64>,
 ) -> Result<(), CheckpointError> {
     let previous = last_checkpoint(store).await?;
     let stream_last =
@@ -109,7 +116,7 @@ async fn step(
 
     let first = previous.as_ref().map_or(1, |p| p.body.last_sequence + 1);
     let last = stream_last.min(first + config.max_events - 1);
-    let merkle_root = range_root(store, first, last).await?;
+    let merkle_root = range_root(store, first, last, non_events).await?;
     match publish(store, hsm, previous.as_ref(), first, last, merkle_root).await {
         Ok(sequence) => {
             tracing::debug!(
@@ -141,8 +148,15 @@ async fn last_checkpoint(store: &EventStore) -> Result<Option<Previous>, Checkpo
     Ok(Some(Previous { sequence: stored.sequence, hash: frame.hash(), version: event.aggregate_version, body }))
 }
 
-/// Reads the messages `first..=last` and returns the Merkle root of their event hashes.
-async fn range_root(store: &EventStore, first: u64, last: u64) -> Result<[u8; 32], CheckpointError> {
+/// Reads the messages `first..=last` and returns the Merkle root of their leaf
+/// inputs: the event hash of each valid frame, SHA-256 of any other message's bytes.
+/// Logs each such other message once, keeping its sequence in `non_events`.
+async fn range_root(
+    store: &EventStore,
+    first: u64,
+    last: u64,
+    non_events: &mut BTreeSet<u64>,
+) -> Result<[u8; 32], CheckpointError> {
     let consumer = store
         .stream()
         .create_consumer(pull::OrderedConfig {
@@ -166,9 +180,16 @@ async fn range_root(store: &EventStore, first: u64, last: u64) -> Result<[u8; 32
                 reason: format!("the stream has no message there (the next one is {sequence})"),
             });
         }
-        let frame = Frame::decode(&message.payload)
-            .map_err(|e| CheckpointError::Unreadable { sequence, reason: e.to_string() })?;
-        builder.push(&frame.hash());
+        if let Err(error) = Frame::decode(&message.payload) {
+            if non_events.insert(sequence) {
+                tracing::warn!(
+                    event.seq = sequence,
+                    %error,
+                    "checkpoint covers a stream message that is not an event by the SHA-256 of its bytes"
+                );
+            }
+        }
+        builder.push(&leaf_input(&message.payload));
         expected += 1;
     }
     Ok(builder.root())

@@ -13,7 +13,7 @@ use watchword_replay::export::{ExportRequest, export};
 use watchword_replay::model::{diff, rebuild};
 use watchword_replay::source::Source;
 use watchword_replay::verify::verify;
-use watchword_replay::{Check, Pin};
+use watchword_replay::{Check, Pin, SkipList};
 
 #[tokio::test]
 async fn server_history_verifies_exports_and_rebuilds() {
@@ -28,7 +28,7 @@ async fn server_history_verifies_exports_and_rebuilds() {
 
     // The server checkpoints every write within its checkpoint interval (1 s).
     let report = eventually("a checkpoint covering every write", async || {
-        let report = verify(&live, &roots, None).await.expect("the live history verifies");
+        let report = verify(&live, &roots, None, &SkipList::default()).await.expect("the live history verifies");
         (report.checkpoints > 0 && report.uncovered() == 0).then_some(report)
     })
     .await;
@@ -46,17 +46,18 @@ async fn server_history_verifies_exports_and_rebuilds() {
         root_keys: &[root_key],
         wait: Duration::from_secs(10),
         allow_uncovered: false,
+        skips: &SkipList::default(),
     };
     let manifest = export(&request).await.unwrap();
     assert_eq!(manifest.last_checkpoint_sequence, checkpoint.sequence);
 
     let offline = Source::Archive(archive.clone());
-    let archived = verify(&offline, &roots, Some(pin)).await.unwrap();
+    let archived = verify(&offline, &roots, Some(pin), &SkipList::default()).await.unwrap();
     assert_eq!(archived.last_sequence, report.last_sequence);
 
     // Another root key trusts nothing in the server's history.
     let stranger = RootKeys::new(&[[7; 32]]).unwrap_or_default();
-    let error = verify(&offline, &stranger, None).await.unwrap_err();
+    let error = verify(&offline, &stranger, None, &SkipList::default()).await.unwrap_err();
     assert_eq!((error.check(), error.sequence()), (Check::Signature, Some(1)), "{error}");
 
     // Once the projector has applied the checkpoint, the server's read model
@@ -70,7 +71,7 @@ async fn server_history_verifies_exports_and_rebuilds() {
     let live_copy = dir.path().join("live.redb");
     std::fs::copy(stack.data_dir().join("test.redb"), &live_copy).unwrap();
     let rebuilt = dir.path().join("rebuilt.redb");
-    assert_eq!(rebuild(&offline, &roots, &rebuilt).await.unwrap(), checkpoint.sequence);
+    assert_eq!(rebuild(&offline, &roots, &SkipList::default(), &rebuilt).await.unwrap(), checkpoint.sequence);
     let differences = diff(&live_copy, &rebuilt).unwrap();
     assert!(differences.rows.is_empty(), "{:?}", differences.rows);
 }
@@ -132,7 +133,7 @@ async fn two_nodes_write_one_checkpoint_chain() {
     let roots = RootKeys::new(&[stack.root_public_key()]).unwrap();
     let live = Source::Nats { url: stack.nats_url.clone(), stream: "WATCHWORD_EVENTS".to_owned() };
     let report = eventually("checkpoints covering every write", async || {
-        let report = verify(&live, &roots, None).await.expect("the live history verifies");
+        let report = verify(&live, &roots, None, &SkipList::default()).await.expect("the live history verifies");
         (report.uncovered() == 0).then_some(report)
     })
     .await;

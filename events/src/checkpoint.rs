@@ -13,14 +13,16 @@
 //! The Merkle tree follows RFC 6962, section 2.1 (leaf `SHA-256(0x00 || hash)`,
 //! node `SHA-256(0x01 || left || right)`, the left subtree holding the largest
 //! power of two of leaves smaller than the count). `FORMAT.md` specifies it byte
-//! by byte.
+//! by byte. A stream message that is not a valid frame, such as one an operator
+//! skipped, still takes its place in the tree: its leaf input is SHA-256 of the
+//! stored bytes (see [`leaf_input`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::body::decode_body;
 use crate::error::FoldError;
-use crate::event::{Aggregate, AggregateType, EventHash};
+use crate::event::{Aggregate, AggregateType, EventHash, Frame};
 use crate::fold::{Change, StateView};
 use crate::verify::RecordedEvent;
 
@@ -38,7 +40,8 @@ pub struct Checkpoint {
     pub first_sequence: u64,
     /// Last stream sequence of the range, below the checkpoint's own sequence.
     pub last_sequence: u64,
-    /// Merkle root over the event hashes of every sequence in the range, in order.
+    /// Merkle root over the leaf inputs ([`leaf_input`]) of every sequence in the
+    /// range, in order.
     #[serde(with = "serde_bytes")]
     pub merkle_root: [u8; 32],
     /// Event hash of the previous checkpoint, or all zeros for the first one. It
@@ -51,6 +54,19 @@ impl Aggregate {
     /// Returns the aggregate of the stream's checkpoints.
     pub fn checkpoint() -> Aggregate {
         Aggregate { kind: AggregateType::Checkpoint, id: CHECKPOINT_CHAIN.to_owned() }
+    }
+}
+
+/// Returns the leaf input of a stored stream message in a checkpoint's Merkle
+/// tree: its event hash when [`Frame::decode`] accepts it, otherwise SHA-256 of
+/// the stored bytes as they are.
+///
+/// A message of the second kind is not an event and no fold applies it, but the
+/// checkpoint over it still commits to its exact bytes.
+pub fn leaf_input(payload: &[u8]) -> EventHash {
+    match Frame::decode(payload) {
+        Ok(frame) => frame.hash(),
+        Err(_) => Sha256::digest(payload).into(),
     }
 }
 
@@ -196,6 +212,13 @@ mod tests {
         for count in 0..hashes.len() {
             assert_eq!(merkle_root(&hashes[..count]), recursive_root(&hashes[..count]), "{count} leaves");
         }
+    }
+
+    #[test]
+    fn leaf_input_of_non_frame_is_payload_hash() {
+        let payload = b"not an event";
+        let expected: EventHash = Sha256::digest(payload).into();
+        assert_eq!(leaf_input(payload), expected);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Golden vectors of checkpoints: the Merkle tree (vector 30) and a short stream
-//! with two checkpoints (vector 31), as `FORMAT.md` section 17 specifies them.
+//! Golden vectors of checkpoints: the Merkle tree (vector 30), a short stream
+//! with two checkpoints (vector 31) and a checkpoint over a message that is not
+//! an event (vector 32), as `FORMAT.md` section 17 specifies them.
 //!
 //! `WATCHWORD_BLESS=1` writes the files from the fixed inputs below; otherwise the
 //! tests compare the inputs' encoding with the stored files and verify the stored
@@ -14,12 +15,17 @@ use common::{Stream, roots};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use watchword_events::body::decode_body;
-use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, leaf_hash, merkle_root, node_hash};
+use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, leaf_hash, leaf_input, merkle_root, node_hash};
 use watchword_events::fold::{MemoryState, apply_message};
 use watchword_events::{Aggregate, Event, EventHash, Frame};
 
 const MERKLE_FILE: &str = "30-merkle-tree.json";
 const STREAM_FILE: &str = "31-checkpoint-stream.json";
+const NON_EVENT_FILE: &str = "32-checkpoint-non-event.json";
+
+/// Subject and stored bytes of vector 32's message that is not an event.
+const NON_EVENT_SUBJECT: &str = "watchword.ev.secret.garbage";
+const NON_EVENT_PAYLOAD: &[u8] = b"not an event";
 
 /// Leaf counts of vector 30: empty, every count up to 9 (balanced and not), 16 and 17.
 const LEAF_COUNTS: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17];
@@ -76,13 +82,57 @@ fn checkpoint_stream() -> Stream {
     stream
 }
 
+/// Builds the stream of vector 32:
+///
+/// | seq | message |
+/// | --- | --- |
+/// | 1 | signer certified |
+/// | 2 | secret db v1 |
+/// | 3 | the bytes `not an event`, which are not a frame |
+/// | 4 | secret db v2 |
+/// | 5 | checkpoint 1..=4 |
+fn non_event_stream() -> Stream {
+    let mut stream = Stream::bootstrapped();
+    stream.add_version("db");
+    stream.non_event(NON_EVENT_SUBJECT, NON_EVENT_PAYLOAD);
+    stream.add_version("db");
+    stream.checkpoint();
+    stream
+}
+
 fn stream_document() -> Value {
-    let stream = checkpoint_stream();
+    messages_document(
+        &checkpoint_stream(),
+        "A stream with two checkpoints signed by the root key of keys.json: sequence 3 \
+         covers 1..=2, sequence 5 covers 3..=4 and links to sequence 3.",
+    )
+}
+
+fn non_event_document() -> Value {
+    messages_document(
+        &non_event_stream(),
+        "A stream whose sequence 3 holds bytes that are not a frame, and a checkpoint at \
+         sequence 5 over 1..=4 signed by the root key of keys.json. The leaf input of \
+         sequence 3 (its hash_hex) is SHA-256 of its stored bytes.",
+    )
+}
+
+/// Describes each message of `stream`: a frame with its kind and checkpoint body,
+/// or, marked `"frame": false`, a message that is not a frame.
+fn messages_document(stream: &Stream, description: &str) -> Value {
     let messages: Vec<Value> = stream
         .messages
         .iter()
         .map(|message| {
-            let frame = Frame::decode(&message.payload).unwrap();
+            let Ok(frame) = Frame::decode(&message.payload) else {
+                return json!({
+                    "sequence": message.sequence,
+                    "subject": message.subject,
+                    "frame": false,
+                    "payload_hex": hex::encode(&message.payload),
+                    "hash_hex": hex::encode(message.hash),
+                });
+            };
             let event = Event::from_signed_bytes(&frame.signed).unwrap();
             let mut document = json!({
                 "sequence": message.sequence,
@@ -105,8 +155,7 @@ fn stream_document() -> Value {
         })
         .collect();
     json!({
-        "description": "A stream with two checkpoints signed by the root key of keys.json: sequence 3 \
-                        covers 1..=2, sequence 5 covers 3..=4 and links to sequence 3.",
+        "description": description,
         "messages": messages,
     })
 }
@@ -210,4 +259,48 @@ fn first_checkpoint_must_start_at_one() {
     }
     let error = common::apply_to(&mut state, &stream.messages[2]).unwrap_err();
     assert!(error.to_string().contains("starts at sequence 2, not 1"), "{error}");
+}
+
+#[test]
+fn non_event_vector_matches_encoder() {
+    assert_eq!(stored(NON_EVENT_FILE, &non_event_document()), non_event_document());
+}
+
+#[test]
+fn non_event_vector_checkpoint_covers_payload_hash() {
+    let document = stored(NON_EVENT_FILE, &non_event_document());
+    let mut state = MemoryState::default();
+    let mut leaf_inputs: Vec<EventHash> = Vec::new();
+    for message in document["messages"].as_array().unwrap() {
+        let payload = hex_bytes(&message["payload_hex"]);
+        let sequence = message["sequence"].as_u64().unwrap();
+        if message["frame"] == false {
+            assert!(Frame::decode(&payload).is_err(), "sequence {sequence} must not be a frame");
+            let payload_hash: EventHash = Sha256::digest(&payload).into();
+            assert_eq!(hex_bytes(&message["hash_hex"]), payload_hash.to_vec(), "sequence {sequence}");
+            assert_eq!(leaf_input(&payload), payload_hash, "sequence {sequence}");
+            leaf_inputs.push(payload_hash);
+            continue;
+        }
+        let subject = message["subject"].as_str().unwrap();
+        let recorded = apply_message(&mut state, &roots(), subject, &payload, sequence)
+            .unwrap_or_else(|error| panic!("sequence {sequence}: {error}"));
+        assert_eq!(leaf_input(&payload), recorded.hash, "sequence {sequence}");
+        if recorded.event.kind == KIND_CHECKPOINT {
+            let body: Checkpoint = decode_body(&recorded.event.body).unwrap();
+            assert_eq!((body.first_sequence, body.last_sequence), (1, 4));
+            assert_eq!(body.merkle_root, merkle_root(&leaf_inputs), "sequence {sequence}: Merkle root");
+        }
+        leaf_inputs.push(recorded.hash);
+    }
+    assert_eq!(state.heads[&Aggregate::checkpoint()].version, 1);
+}
+
+#[test]
+fn non_event_changed_byte_changes_root() {
+    let stream = non_event_stream();
+    let mut leaf_inputs: Vec<EventHash> = stream.messages[..4].iter().map(|m| m.hash).collect();
+    let original = merkle_root(&leaf_inputs);
+    leaf_inputs[2] = leaf_input(b"not an evenT");
+    assert_ne!(merkle_root(&leaf_inputs), original);
 }

@@ -9,8 +9,11 @@
 //! | 0 | header, first | archive format version (1), stream name, creation time in µs since the Unix epoch, array of root public keys (bin 32 each) |
 //! | 1 | message, in stream order | stream sequence, subject, stored payload (bin, the frame as stored in the stream) |
 //! | 2 | manifest, last | message count, first sequence, last sequence, sequence of the last checkpoint (0: none), its event hash (bin 32, zeros: none), SHA-256 of every byte before this record's length prefix (bin 32) |
+//! | 3 | skipped message, in stream order among the messages | as a message; a message that is not an event, which the exporting auditor skipped (`--skip-sequence`) |
 //!
-//! Nothing follows the manifest. Checkpoints are ordinary messages. Ciphertexts stay
+//! Nothing follows the manifest. Checkpoints are ordinary messages. An archive
+//! without skipped messages has the same bytes as one of the first release, so
+//! the format version stays 1. Ciphertexts stay
 //! as stored, and wrapped data keys live in another stream, so an archive never
 //! contains a key or plaintext that could open a secret. The manifest's digest only
 //! catches accidental damage: the signatures and checkpoints inside are what
@@ -38,6 +41,7 @@ pub const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
 const TAG_HEADER: u8 = 0;
 const TAG_MESSAGE: u8 = 1;
 const TAG_MANIFEST: u8 = 2;
+const TAG_SKIPPED: u8 = 3;
 
 /// The header record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +78,14 @@ pub struct ArchivedMessage {
     pub subject: String,
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+}
+
+impl ArchivedMessage {
+    /// Returns whether the record is a skipped message (tag 3): one that the
+    /// exporting auditor accepted as not being an event.
+    pub fn skipped(&self) -> bool {
+        self.tag == TAG_SKIPPED
+    }
 }
 
 /// The manifest record that closes an archive.
@@ -125,8 +137,23 @@ impl ArchiveWriter {
 
     /// Appends a message; messages must come in increasing stream order.
     pub fn write_message(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Result<(), ReplayError> {
-        let record =
-            ArchivedMessage { tag: TAG_MESSAGE, sequence, subject: subject.to_owned(), payload: payload.to_vec() };
+        self.write_message_record(TAG_MESSAGE, sequence, subject, payload)
+    }
+
+    /// Appends a message that the exporter skipped as not being an event, in the
+    /// same stream order as [`ArchiveWriter::write_message`].
+    pub fn write_skipped(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> Result<(), ReplayError> {
+        self.write_message_record(TAG_SKIPPED, sequence, subject, payload)
+    }
+
+    fn write_message_record(
+        &mut self,
+        tag: u8,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<(), ReplayError> {
+        let record = ArchivedMessage { tag, sequence, subject: subject.to_owned(), payload: payload.to_vec() };
         self.write_record(&record)?;
         if self.messages == 0 {
             self.first_sequence = sequence;
@@ -243,8 +270,8 @@ impl ArchiveReader {
             )
         })?;
         match bytes.get(1) {
-            Some(&TAG_MESSAGE) => {
-                let message: ArchivedMessage = self.decode(&bytes, TAG_MESSAGE, "message")?;
+            Some(&tag @ (TAG_MESSAGE | TAG_SKIPPED)) => {
+                let message: ArchivedMessage = self.decode(&bytes, tag, "message")?;
                 self.messages += 1;
                 self.last_sequence = message.sequence;
                 Ok(Some(message))

@@ -4,6 +4,8 @@
 //! of any event that no checkpoint covers. Export notes the stream's last sequence
 //! L when it starts, waits until a checkpoint covers L (or L is itself a
 //! checkpoint), and copies every message up to and including that checkpoint.
+//! Messages that the request's skip list covers go into the archive as skipped
+//! messages, so that verifying the archive needs no `--skip-sequence`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use watchword_events::{Aggregate, Event, EventHash, Frame};
 use crate::ReplayError;
 use crate::archive::{ArchiveWriter, Header, Manifest};
 use crate::progress;
+use crate::verify::SkipList;
 
 /// Pause between two looks for the covering checkpoint.
 const POLL: Duration = Duration::from_millis(100);
@@ -33,6 +36,8 @@ pub struct ExportRequest<'a> {
     pub wait: Duration,
     /// Export up to the stream's last message when no checkpoint covers it in time.
     pub allow_uncovered: bool,
+    /// Messages that are not events, recorded as skipped in the archive.
+    pub skips: &'a SkipList,
 }
 
 /// The last checkpoint on the stream.
@@ -63,10 +68,11 @@ pub async fn export(request: &ExportRequest<'_>) -> Result<Manifest, ReplayError
         }
     };
 
+    request.skips.check_reached(end)?;
     let header = Header::new(request.stream, now_micros(), request.root_keys);
     let mut writer = ArchiveWriter::create(request.out, &header)?;
     if end > 0 {
-        copy_messages(&stream, end, &mut writer).await.map_err(source_error)?;
+        copy_messages(&stream, end, request.skips, &mut writer).await.map_err(source_error)?;
     }
     writer.finish(checkpoint)
 }
@@ -111,7 +117,7 @@ async fn last_checkpoint(stream: &Stream) -> Result<Option<LastCheckpoint>, Repl
     Ok(Some(LastCheckpoint { sequence: message.sequence, hash: frame.hash(), covers_to: body.last_sequence }))
 }
 
-async fn copy_messages(stream: &Stream, end: u64, writer: &mut ArchiveWriter) -> Result<(), String> {
+async fn copy_messages(stream: &Stream, end: u64, skips: &SkipList, writer: &mut ArchiveWriter) -> Result<(), String> {
     let consumer = stream
         .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
         .await
@@ -124,7 +130,13 @@ async fn copy_messages(stream: &Stream, end: u64, writer: &mut ArchiveWriter) ->
         if sequence > end {
             break;
         }
-        writer.write_message(sequence, message.subject.as_str(), &message.payload).map_err(|e| e.to_string())?;
+        let subject = message.subject.as_str();
+        let written = if skips.covers_sequence(sequence) {
+            writer.write_skipped(sequence, subject, &message.payload)
+        } else {
+            writer.write_message(sequence, subject, &message.payload)
+        };
+        written.map_err(|e| e.to_string())?;
         bar.set_position(sequence);
         if sequence == end {
             break;

@@ -19,11 +19,11 @@
 //! # async fn example() -> Result<(), watchword_replay::ReplayError> {
 //! use watchword_events::verify::RootKeys;
 //! use watchword_replay::source::Source;
-//! use watchword_replay::verify::verify;
+//! use watchword_replay::verify::{SkipList, verify};
 //!
 //! let roots = RootKeys::new(&[[0u8; 32]]).expect("a valid Ed25519 key");
 //! let source = Source::Archive("history.wwa".into());
-//! let report = verify(&source, &roots, None).await?;
+//! let report = verify(&source, &roots, None, &SkipList::default()).await?;
 //! println!("{} events verified", report.events);
 //! # Ok(())
 //! # }
@@ -43,7 +43,7 @@ pub mod verify;
 use watchword_events::AggregateType;
 use watchword_events::error::{ApplyError, DecodeError, FoldError, VerifyError};
 
-pub use verify::{Pin, Report, Verifier};
+pub use verify::{Pin, Report, SkipList, Verifier};
 
 /// A history that could not be read or does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,13 @@ pub enum ReplayError {
     Checkpoint { sequence: u64, failure: CheckpointFailure },
     #[error("pinned checkpoint at stream sequence {sequence}: {failure}")]
     Pin { sequence: u64, failure: PinFailure },
+    /// A message listed as skipped (not an event) is a valid frame, or the bare
+    /// signed bytes of an event.
+    #[error(
+        "stream sequence {sequence}: listed as skipped, but it holds an event (a valid frame or its signed \
+         bytes); remove it from --skip-sequence"
+    )]
+    SkippedEvent { sequence: u64 },
     /// An invalid request: a bad argument, or a point past the history's end.
     #[error("{0}")]
     Usage(String),
@@ -113,6 +120,7 @@ pub enum Check {
     Checkpoint,
     SequenceGap,
     PinnedCheckpoint,
+    Skip,
     Usage,
     Internal,
 }
@@ -129,6 +137,7 @@ impl Check {
             Check::Checkpoint => "checkpoint",
             Check::SequenceGap => "sequence gap",
             Check::PinnedCheckpoint => "pinned checkpoint",
+            Check::Skip => "skip",
             Check::Usage => "usage",
             Check::Internal => "internal",
         }
@@ -145,6 +154,7 @@ impl ReplayError {
             ReplayError::Event(error) => apply_check(error),
             ReplayError::Checkpoint { .. } => Check::Checkpoint,
             ReplayError::Pin { .. } => Check::PinnedCheckpoint,
+            ReplayError::SkippedEvent { .. } => Check::Skip,
             ReplayError::Usage(_) => Check::Usage,
             ReplayError::Internal(_) => Check::Internal,
         }
@@ -157,7 +167,9 @@ impl ReplayError {
             ReplayError::Event(ApplyError::Verify { sequence, .. } | ApplyError::Fold { sequence, .. }) => {
                 Some(*sequence)
             }
-            ReplayError::Checkpoint { sequence, .. } | ReplayError::Pin { sequence, .. } => Some(*sequence),
+            ReplayError::Checkpoint { sequence, .. }
+            | ReplayError::Pin { sequence, .. }
+            | ReplayError::SkippedEvent { sequence } => Some(*sequence),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@ use watchword_replay::export::{ExportRequest, export};
 use watchword_replay::output::{Format, Table, parse_time};
 use watchword_replay::query::{self, HISTORY_COLUMNS, Point};
 use watchword_replay::source::Source;
-use watchword_replay::{Check, Pin, ReplayError, Report, model, verify};
+use watchword_replay::{Check, Pin, ReplayError, Report, SkipList, model, verify};
 
 /// Exit status when the history does not verify, or two read models differ.
 const EXIT_FAILED: u8 = 1;
@@ -39,6 +39,25 @@ struct SourceArgs {
     /// Archive written by `watchword-replay export`, read instead of NATS.
     #[arg(long)]
     archive: Option<PathBuf>,
+    #[command(flatten)]
+    skips: SkipArgs,
+}
+
+/// Messages accepted as not being events.
+#[derive(Debug, Args)]
+struct SkipArgs {
+    /// Stream sequence of a message that is not an event, as listed in the
+    /// server's projector.skip_sequences: it is not decoded or applied, and
+    /// checkpoints cover it by the SHA-256 of its bytes; repeatable. A listed
+    /// sequence that holds a valid event fails verification.
+    #[arg(long = "skip-sequence", value_name = "SEQUENCE")]
+    sequences: Vec<u64>,
+}
+
+impl SkipArgs {
+    fn list(&self) -> SkipList {
+        SkipList::new(self.sequences.iter().copied())
+    }
 }
 
 /// Trusted HSM root public keys.
@@ -90,6 +109,10 @@ enum Command {
         /// Export up to the last event even when no checkpoint covers it in time.
         #[arg(long)]
         allow_uncovered: bool,
+        /// The archive records these messages as skipped, so verifying it needs
+        /// no --skip-sequence.
+        #[command(flatten)]
+        skips: SkipArgs,
     },
     /// Show every secret, version, client, group, membership and grant at a point.
     State {
@@ -169,18 +192,20 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<ExitCode, ReplayError> {
     match command {
         Command::Verify { source, roots, pin, sequential } => {
+            let skips = source.skips.list();
             let source = source.into_source();
             let roots = parse_roots(&roots.root_keys, None)?;
             let report = if sequential {
-                verify::verify_sequential(&source, &roots, pin).await?
+                verify::verify_sequential(&source, &roots, pin, &skips).await?
             } else {
-                verify::verify(&source, &roots, pin).await?
+                verify::verify(&source, &roots, pin, &skips).await?
             };
             print_verified(&report);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { nats, stream, out, roots, wait_secs, allow_uncovered } => {
+        Command::Export { nats, stream, out, roots, wait_secs, allow_uncovered, skips } => {
             let root_keys = parse_raw_keys(&roots.root_keys)?;
+            let skips = skips.list();
             let request = ExportRequest {
                 url: &nats,
                 stream: &stream,
@@ -188,6 +213,7 @@ async fn run(command: Command) -> Result<ExitCode, ReplayError> {
                 root_keys: &root_keys,
                 wait: Duration::from_secs(wait_secs),
                 allow_uncovered,
+                skips: &skips,
             };
             let manifest = export(&request).await?;
             println!(
@@ -212,16 +238,16 @@ async fn run(command: Command) -> Result<ExitCode, ReplayError> {
                 (None, Some(seq)) => Point::Sequence(seq),
                 (None, None) => Point::End,
             };
-            let (source, roots) = source_and_roots(source, &roots)?;
-            let report = query::replay_to(&source, &roots, point, |_, _| {}).await?;
+            let (source, roots, skips) = source_and_roots(source, &roots)?;
+            let report = query::replay_to(&source, &roots, point, &skips, |_, _| {}).await?;
             eprintln!("state at stream sequence {}", report.last_sequence);
             print!("{}", query::state_table(&report.state).render(output));
             Ok(ExitCode::SUCCESS)
         }
         Command::History { secret, source, roots, output } => {
-            let (source, roots) = source_and_roots(source, &roots)?;
+            let (source, roots, skips) = source_and_roots(source, &roots)?;
             let mut table = Table::new(&HISTORY_COLUMNS);
-            query::replay_to(&source, &roots, Point::End, |recorded, _| {
+            query::replay_to(&source, &roots, Point::End, &skips, |recorded, _| {
                 if let Some(row) = query::history_row(recorded, &secret) {
                     table.push(row);
                 }
@@ -235,15 +261,15 @@ async fn run(command: Command) -> Result<ExitCode, ReplayError> {
                 Some(at) => Point::Time(parse_time(&at).map_err(ReplayError::Usage)?),
                 None => Point::End,
             };
-            let (source, roots) = source_and_roots(source, &roots)?;
-            let report = query::replay_to(&source, &roots, point, |_, _| {}).await?;
+            let (source, roots, skips) = source_and_roots(source, &roots)?;
+            let report = query::replay_to(&source, &roots, point, &skips, |_, _| {}).await?;
             eprintln!("access at stream sequence {}", report.last_sequence);
             print!("{}", query::access_table(&report.state, &secret)?.render(output));
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild { source, roots, out } => {
-            let (source, roots) = source_and_roots(source, &roots)?;
-            let last = model::rebuild(&source, &roots, &out).await?;
+            let (source, roots, skips) = source_and_roots(source, &roots)?;
+            let last = model::rebuild(&source, &roots, &skips, &out).await?;
             println!("rebuilt {} up to stream sequence {last}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -268,12 +294,14 @@ impl SourceArgs {
     }
 }
 
-/// Returns the source and the root keys to trust: those given, or an archive's own.
-fn source_and_roots(source: SourceArgs, roots: &RootArgs) -> Result<(Source, RootKeys), ReplayError> {
+/// Returns the source, the root keys to trust (those given, or an archive's own)
+/// and the messages to skip.
+fn source_and_roots(source: SourceArgs, roots: &RootArgs) -> Result<(Source, RootKeys, SkipList), ReplayError> {
+    let skips = source.skips.list();
     let source = source.into_source();
     let recorded = if roots.root_keys.is_empty() { source.recorded_root_keys()? } else { None };
     let roots = parse_roots(&roots.root_keys, recorded)?;
-    Ok((source, roots))
+    Ok((source, roots, skips))
 }
 
 fn print_verified(report: &Report) {
@@ -296,6 +324,14 @@ fn print_verified(report: &Report) {
             hex::encode(checkpoint.hash)
         ),
         None => println!("no checkpoint: nothing pins this history yet"),
+    }
+    if !report.skipped.is_empty() {
+        let sequences: Vec<String> = report.skipped.iter().map(u64::to_string).collect();
+        println!(
+            "skipped {} messages that are not events (--skip-sequence): stream sequences {}",
+            report.skipped.len(),
+            sequences.join(", ")
+        );
     }
     let uncovered = report.uncovered();
     if uncovered > 0 {

@@ -12,6 +12,7 @@ use watchword_events::verify::RootKeys;
 use crate::ReplayError;
 use crate::output::Table;
 use crate::source::{Flow, Message, Source};
+use crate::verify::{SkipList, check_skippable};
 
 /// Messages per redb write transaction while rebuilding, as the server's default.
 const REBUILD_BATCH: usize = 1000;
@@ -22,8 +23,10 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Writes a fresh read model at `out` from the history, through the same
 /// [`ReadModel::apply_batch`] as the server's projector, and returns its last
 /// applied sequence. Missing sequences fail as in `verify`; checkpoints are
-/// applied by the fold but only `verify` recomputes their Merkle roots.
-pub async fn rebuild(source: &Source, roots: &RootKeys, out: &Path) -> Result<u64, ReplayError> {
+/// applied by the fold but only `verify` recomputes their Merkle roots. The
+/// messages that `skips` covers are left out, as the server's projector leaves
+/// out those of `projector.skip_sequences`, once checked not to be events.
+pub async fn rebuild(source: &Source, roots: &RootKeys, skips: &SkipList, out: &Path) -> Result<u64, ReplayError> {
     if out.exists() {
         return Err(ReplayError::Usage(format!(
             "{} exists; choose a new file for the rebuilt read model",
@@ -40,6 +43,10 @@ pub async fn rebuild(source: &Source, roots: &RootKeys, out: &Path) -> Result<u6
                 return Err(ReplayError::SequenceGap { expected: last + 1, found: message.sequence });
             }
             last = message.sequence;
+            if skips.covers(&message) {
+                check_skippable(message.sequence, &message.payload)?;
+                return Ok(Flow::Continue);
+            }
             batch.push(message);
             if batch.len() == REBUILD_BATCH {
                 if let Err(error) = apply(&model, roots, &batch) {
@@ -55,6 +62,7 @@ pub async fn rebuild(source: &Source, roots: &RootKeys, out: &Path) -> Result<u6
         return Err(error);
     }
     apply(&model, roots, &batch)?;
+    skips.check_reached(last)?;
     model.last_applied().map_err(|e| model_error(out, e))
 }
 

@@ -21,7 +21,7 @@ use watchword_events::verify::{RecordedEvent, RootKeys, key_id, verify_message};
 
 use crate::ReplayError;
 use crate::source::{Flow, Message, Source};
-use crate::verify::{Pin, Report, Verifier};
+use crate::verify::{Pin, Report, SkipList, Verifier};
 
 /// Messages handed between threads at once: enough to make channel costs small.
 const BATCH: usize = 256;
@@ -29,8 +29,16 @@ const BATCH: usize = 256;
 /// Batches in flight between two threads, which bounds memory.
 const IN_FLIGHT: usize = 8;
 
-/// Checked messages: each stream sequence with its decoded, signature-checked event.
-type Checked = Vec<(u64, Result<RecordedEvent, VerifyError>)>;
+/// A message as the signature thread hands it to the fold.
+// Nearly every message is an event, so boxing that variant would allocate once
+// per message to save space on rare skipped ones.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    /// Decoded and signature-checked, or the reason it is not a valid event.
+    Event(u64, Result<RecordedEvent, VerifyError>),
+    /// Covered by the skip list: its payload, which the fold checks is no frame.
+    Skipped(u64, Vec<u8>),
+}
 
 /// Signing keys certified so far, kept by the signature thread.
 #[derive(Debug)]
@@ -124,13 +132,20 @@ impl StateView for SignatureStage {
 
 /// Reads a whole history from `source` and verifies it, checking signatures on a
 /// thread of their own. The outcome is the same as [`crate::verify::verify_sequential`].
-pub async fn verify(source: &Source, roots: &RootKeys, pin: Option<Pin>) -> Result<Report, ReplayError> {
+pub async fn verify(
+    source: &Source,
+    roots: &RootKeys,
+    pin: Option<Pin>,
+    skips: &SkipList,
+) -> Result<Report, ReplayError> {
     let (to_signatures, signature_input) = sync_channel::<Vec<Message>>(IN_FLIGHT);
-    let (to_fold, fold_input) = sync_channel::<Checked>(IN_FLIGHT);
+    let (to_fold, fold_input) = sync_channel::<Vec<Checked>>(IN_FLIGHT);
     let stage = SignatureStage::new(roots.clone());
-    let signatures = std::thread::spawn(move || check_signatures(stage, signature_input, to_fold));
+    let stage_skips = skips.clone();
+    let signatures = std::thread::spawn(move || check_signatures(stage, &stage_skips, signature_input, to_fold));
     let fold_roots = roots.clone();
-    let folder = std::thread::spawn(move || fold_checked(&fold_roots, pin, fold_input));
+    let fold_skips = skips.clone();
+    let folder = std::thread::spawn(move || fold_checked(&fold_roots, pin, fold_skips, fold_input));
 
     let mut batch = Vec::with_capacity(BATCH);
     let read = source
@@ -156,20 +171,42 @@ pub async fn verify(source: &Source, roots: &RootKeys, pin: Option<Pin>) -> Resu
     }
 }
 
-fn check_signatures(mut stage: SignatureStage, input: Receiver<Vec<Message>>, output: SyncSender<Checked>) {
+fn check_signatures(
+    mut stage: SignatureStage,
+    skips: &SkipList,
+    input: Receiver<Vec<Message>>,
+    output: SyncSender<Vec<Checked>>,
+) {
     for batch in input {
-        let checked: Checked = batch.iter().map(|message| (message.sequence, stage.check(message))).collect();
+        let checked = batch
+            .into_iter()
+            .map(|message| {
+                if skips.covers(&message) {
+                    Checked::Skipped(message.sequence, message.payload)
+                } else {
+                    Checked::Event(message.sequence, stage.check(&message))
+                }
+            })
+            .collect();
         if output.send(checked).is_err() {
             return;
         }
     }
 }
 
-fn fold_checked(roots: &RootKeys, pin: Option<Pin>, input: Receiver<Checked>) -> Result<Report, ReplayError> {
-    let mut verifier = Verifier::new(roots, pin);
+fn fold_checked(
+    roots: &RootKeys,
+    pin: Option<Pin>,
+    skips: SkipList,
+    input: Receiver<Vec<Checked>>,
+) -> Result<Report, ReplayError> {
+    let mut verifier = Verifier::new(roots, pin).with_skips(skips);
     for batch in input {
-        for (sequence, checked) in batch {
-            verifier.push_checked(sequence, checked)?;
+        for checked in batch {
+            match checked {
+                Checked::Event(sequence, checked) => verifier.push_checked(sequence, checked).map(drop)?,
+                Checked::Skipped(sequence, payload) => verifier.push_skipped(sequence, &payload)?,
+            }
         }
     }
     verifier.finish()

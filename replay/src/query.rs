@@ -13,7 +13,7 @@ use watchword_events::{AggregateType, Event, Frame};
 
 use crate::output::{Table, time};
 use crate::source::{Flow, Source};
-use crate::verify::Verifier;
+use crate::verify::{SkipList, Verifier};
 use crate::{ReplayError, Report};
 
 /// The point in the history a query looks at.
@@ -31,25 +31,31 @@ pub enum Point {
 }
 
 /// Verifies the history up to `point` and returns the report, whose state is the
-/// state at that point. `visit` receives every applied event.
+/// state at that point. `visit` receives every applied event; the messages that
+/// `skips` covers are not events and pass it by.
 pub async fn replay_to(
     source: &Source,
     roots: &RootKeys,
     point: Point,
+    skips: &SkipList,
     mut visit: impl FnMut(&RecordedEvent, &MemoryState),
 ) -> Result<Report, ReplayError> {
-    let mut verifier = Verifier::new(roots, None);
+    let mut verifier = Verifier::new(roots, None).with_skips(skips.clone());
     source
         .read(|message| {
             if is_after(point, message.sequence, &message.payload) {
                 return Ok(Flow::Stop);
             }
-            let recorded = verifier.push(&message.subject, &message.payload, message.sequence)?;
-            visit(&recorded, verifier.state());
+            if let Some(recorded) = verifier.push_message(&message)? {
+                visit(&recorded, verifier.state());
+            }
             Ok(Flow::Continue)
         })
         .await?;
-    let report = verifier.finish()?;
+    let report = match point {
+        Point::End => verifier.finish()?,
+        Point::Sequence(_) | Point::Time(_) => verifier.finish_at_point()?,
+    };
     if let Point::Sequence(sequence) = point {
         if report.last_sequence < sequence {
             return Err(ReplayError::Usage(format!(

@@ -27,6 +27,9 @@ pub struct Message {
     pub sequence: u64,
     pub subject: String,
     pub payload: Vec<u8>,
+    /// The archive records this message as skipped: not an event, by the
+    /// exporting auditor's decision. Always false for a live stream.
+    pub skipped: bool,
 }
 
 /// Whether reading goes on after a message.
@@ -75,7 +78,8 @@ fn read_archive(
         if count % PROGRESS_STEP == 0 {
             bar.set_position(archive.bytes_read());
         }
-        let message = Message { sequence: record.sequence, subject: record.subject, payload: record.payload };
+        let skipped = record.skipped();
+        let message = Message { sequence: record.sequence, subject: record.subject, payload: record.payload, skipped };
         if visit(message)? == Flow::Stop {
             break;
         }
@@ -111,7 +115,12 @@ async fn read_nats(
         if sequence % PROGRESS_STEP == 0 {
             bar.set_position(sequence);
         }
-        let message = Message { sequence, subject: message.subject.to_string(), payload: message.payload.to_vec() };
+        let message = Message {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.to_vec(),
+            skipped: false,
+        };
         if visit(message)? == Flow::Stop || sequence >= last {
             break;
         }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use watchword_events::body::KIND_CLIENT_DISABLED;
 use watchword_replay::output::time;
 use watchword_replay::source::Source;
-use watchword_replay::{Check, verify};
+use watchword_replay::{Check, SkipList, verify};
 
 /// Builds a history where client web-1 reads secret db through group ops until
 /// it is disabled:
@@ -121,7 +121,8 @@ async fn archive_without_manifest_is_rejected() {
     let cut = dir.path().join("cut.wwa");
     std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
 
-    let error = verify::verify(&Source::Archive(cut), &common::history::roots(), None).await.unwrap_err();
+    let error =
+        verify::verify(&Source::Archive(cut), &common::history::roots(), None, &SkipList::default()).await.unwrap_err();
     assert_eq!(error.check(), Check::Decode, "{error}");
 }
 
@@ -134,7 +135,9 @@ async fn archive_with_changed_byte_is_rejected() {
     bytes[middle] ^= 0x01;
     std::fs::write(&archive, &bytes).unwrap();
 
-    let error = verify::verify(&Source::Archive(archive), &common::history::roots(), None).await.unwrap_err();
+    let error = verify::verify(&Source::Archive(archive), &common::history::roots(), None, &SkipList::default())
+        .await
+        .unwrap_err();
     assert_ne!(error.check(), Check::Source, "{error}");
 }
 

@@ -11,7 +11,7 @@ use common::history::{self, Message, Stream, roots, stranger_key};
 use watchword_events::body::{SecretVersionAdded, decode_body, encode_body};
 use watchword_events::{Event, Frame};
 use watchword_replay::source::Source;
-use watchword_replay::{Check, CheckpointFailure, Pin, PinFailure, ReplayError, Report, Verifier, pipeline};
+use watchword_replay::{Check, CheckpointFailure, Pin, PinFailure, ReplayError, Report, SkipList, Verifier, pipeline};
 
 /// Builds a history with two checkpoints and one event after the last:
 ///
@@ -64,7 +64,9 @@ fn assert_fails(messages: &[Message], pin: Option<Pin>, check: Check, sequence: 
     common::write_archive(&archive, messages);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let source = Source::Archive(archive);
-    let threaded = runtime.block_on(pipeline::verify(&source, &roots(), pin)).expect_err("threaded verify must fail");
+    let threaded = runtime
+        .block_on(pipeline::verify(&source, &roots(), pin, &SkipList::default()))
+        .expect_err("threaded verify must fail");
     assert_eq!((threaded.check(), threaded.sequence()), (check, Some(sequence)), "threaded: {threaded}");
     error
 }

@@ -18,7 +18,7 @@ use watchword_events::body::{
     KIND_SECRET_VERSION_ADDED, KIND_SIGNING_KEY_CERTIFIED, Membership, SealedContent, SecretVersionAdded,
     SecretVersionAddedV2, SigningKeyCertified, encode_body,
 };
-use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, merkle_root};
+use watchword_events::checkpoint::{Checkpoint, KIND_CHECKPOINT, leaf_input, merkle_root};
 use watchword_events::error::ApplyError;
 use watchword_events::event::Event;
 use watchword_events::fold::{MemoryState, apply_message};
@@ -309,6 +309,19 @@ impl Stream {
         let not_after_micros = BASE_MICROS + sequence as i64 * 1_000_000 + 86_400_000_000;
         let body = certificate_issued_body(&serial, not_after_micros, token_sha256);
         self.append(Aggregate::client(client), KIND_CLIENT_CERTIFICATE_ISSUED, body)
+    }
+
+    /// Appends a message that is not a valid frame, such as anyone allowed to
+    /// publish on the event subjects can store; its hash is its leaf input.
+    pub fn non_event(&mut self, subject: &str, payload: &[u8]) -> Message {
+        let message = Message {
+            subject: subject.to_owned(),
+            payload: payload.to_vec(),
+            sequence: self.next_sequence(),
+            hash: leaf_input(payload),
+        };
+        self.messages.push(message.clone());
+        message
     }
 
     /// Appends a checkpoint, signed by the root key, that covers every message

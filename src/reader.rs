@@ -219,27 +219,25 @@ impl Reader {
     }
 
     /// Decrypts the current version of a secret. Call only after authorizing the read.
-    ///
-    /// The secret record holds no ciphertext, so this reads the version record.
     pub async fn content(&self, state: &SecretState) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-        let model = Arc::clone(&self.model);
-        let (name, number) = (state.name.clone(), state.current.version);
-        let version = blocking(move || model.read(|view| view.secret_version(&name, number)).map(|(v, _)| v)).await?;
-        let version = version.ok_or_else(|| ReadError::DataKeyErased { name: state.name.clone(), version: number })?;
-        self.version_content(&state.name, &version).await
+        self.version_content(&state.name, &state.current).await
     }
 
     /// Decrypts one version of a secret. Call only after authorizing the read.
+    ///
+    /// `version` may come without its ciphertext (from the secret record or
+    /// [`Reader::versions`]), so the ciphertext is read from the version record.
     pub async fn version_content(&self, name: &str, version: &SecretVersion) -> Result<Zeroizing<Vec<u8>>, ReadError> {
         let erased = || ReadError::DataKeyErased { name: name.to_owned(), version: version.version };
-        let wrapped = self.store.data_key(&version.data_key.store_key).await?.ok_or_else(erased)?;
-        if <[u8; 32]>::from(Sha256::digest(&wrapped)) != version.data_key.wrapped_sha256 {
-            return Err(ReadError::DataKeyMismatch { name: name.to_owned(), version: version.version });
+        let record = self.version(name, version.version).await?.ok_or_else(erased)?;
+        let wrapped = self.store.data_key(&record.data_key.store_key).await?.ok_or_else(erased)?;
+        if <[u8; 32]>::from(Sha256::digest(&wrapped)) != record.data_key.wrapped_sha256 {
+            return Err(ReadError::DataKeyMismatch { name: name.to_owned(), version: record.version });
         }
 
-        let data_key = self.hsm.decrypt_data_key(&wrapped, &data_key_aad(name, version.revision)).await?;
-        seal::open(&data_key, &version.content, &content_aad(name, version.revision))
-            .map_err(|_| ReadError::Content { name: name.to_owned(), version: version.version })
+        let data_key = self.hsm.decrypt_data_key(&wrapped, &data_key_aad(name, record.revision)).await?;
+        seal::open(&data_key, &record.content, &content_aad(name, record.revision))
+            .map_err(|_| ReadError::Content { name: name.to_owned(), version: record.version })
     }
 
     /// Returns the secret that claims `file_name`, if one does.
@@ -256,12 +254,19 @@ impl Reader {
         blocking(move || model.expiring(before_micros)).await
     }
 
-    /// Returns every version of a secret, oldest first, with the sequence the read
-    /// model reflects.
+    /// Returns every version of a secret, oldest first and without ciphertexts, with
+    /// the sequence the read model reflects. [`Reader::version`] returns one with it.
     pub async fn versions(&self, name: &str) -> Result<(Vec<SecretVersion>, u64), ReadError> {
         let model = Arc::clone(&self.model);
         let name = name.to_owned();
-        blocking(move || model.read(|view| view.secret_versions(&name))).await
+        blocking(move || model.version_summaries(&name)).await
+    }
+
+    /// Returns one version of a secret with its ciphertext.
+    pub async fn version(&self, name: &str, number: u64) -> Result<Option<SecretVersion>, ReadError> {
+        let model = Arc::clone(&self.model);
+        let name = name.to_owned();
+        blocking(move || model.read(|view| view.secret_version(&name, number)).map(|(v, _)| v)).await
     }
 }
 

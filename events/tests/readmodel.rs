@@ -162,3 +162,25 @@ fn reads_report_the_applied_sequence() {
     assert_eq!(names.len(), 7);
     assert_eq!(sequence, last);
 }
+
+#[test]
+fn version_summaries_match_versions_without_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = open(&dir.path().join("model.redb"));
+    let mut stream = Stream::bootstrapped();
+    for _ in 0..3 {
+        stream.add_version("db");
+    }
+    let stored: Vec<_> = stream.messages.iter().map(|m| m.stored()).collect();
+    model.apply_batch(&common::roots(), &stored).unwrap();
+
+    let (summaries, _) = model.version_summaries("db").unwrap();
+    let (full, _) = model.read(|view| view.secret_versions("db")).unwrap();
+    assert_eq!(summaries.len(), 3);
+    for (summary, version) in summaries.iter().zip(&full) {
+        assert!(summary.content.ciphertext.is_empty(), "no ciphertext is decoded");
+        assert!(!version.content.ciphertext.is_empty());
+        let without = watchword_events::fold::SecretVersion { content: summary.content.clone(), ..version.clone() };
+        assert_eq!(summary, &without, "every other field is decoded");
+    }
+}

@@ -10,12 +10,12 @@
 //! on the public endpoint and only on its routes: it cannot read secret content,
 //! set roles or issue tokens, so a stolen token cannot mint more.
 
-use axum::extract::{Extension, Path, Request, State};
+use axum::Router;
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -25,6 +25,7 @@ use watchword_events::body::{
     KIND_OPERATOR_TOKEN_ISSUED, KIND_OPERATOR_TOKEN_REVOKED, TokenIssued, TokenRevoked, encode_body,
 };
 
+use super::extract::{Json, Path};
 use super::{ApiError, AppState, format_micros, write_context};
 use crate::access::Permission;
 use crate::signer::now_micros;
@@ -96,8 +97,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 }
 
 fn unauthenticated(message: &str) -> Response {
-    let body = serde_json::json!({ "code": "unauthenticated", "message": message });
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response()
 }
 
 #[derive(Serialize, Deserialize)]

@@ -90,7 +90,7 @@ impl AppState {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("client {:?} lacks the role for this request", client.name),
+            format!("client {:?} lacks the role for this request: it {}", client.name, permission.requirement()),
         ))
     }
 }

@@ -72,7 +72,7 @@ where
         match axum::extract::Query::try_from_uri(&parts.uri) {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(rejection) => {
-                // serde_urlencoded's own message is the innermost cause.
+                // The innermost cause is the deserializer's message after the field's path.
                 let reason = innermost_cause(&rejection);
                 Err(ApiError::bad_request(format!("invalid query string: {}", without_values(&reason))))
             }

@@ -155,6 +155,34 @@ pub enum Permission<'a> {
     DestroySecret { owner: Option<&'a str> },
 }
 
+impl Permission<'_> {
+    /// Describes the roles that grant this permission, as [`permits`] decides, for
+    /// the message of a denial: "needs the role admin, owner:web or ...".
+    pub fn requirement(&self) -> String {
+        match *self {
+            Permission::Administer => "needs the role admin".to_owned(),
+            Permission::ReadDirectory => {
+                "needs the role admin, auditor, or owner:<group> or automation:<group> of any group".to_owned()
+            }
+            Permission::ManageClient { owner: Some(group) }
+            | Permission::ManageGroup { owner: Some(group) }
+            | Permission::ManageSecret { owner: Some(group) } => {
+                format!("needs the role admin, owner:{group} or automation:{group} (the owner group is {group:?})")
+            }
+            Permission::DeleteGroup { owner: Some(group) } | Permission::DestroySecret { owner: Some(group) } => {
+                format!("needs the role admin or owner:{group} (the owner group is {group:?})")
+            }
+            Permission::ManageClient { owner: None }
+            | Permission::ManageGroup { owner: None }
+            | Permission::ManageSecret { owner: None }
+            | Permission::DeleteGroup { owner: None }
+            | Permission::DestroySecret { owner: None } => {
+                "needs the role admin, because only administrators manage what has no owner group".to_owned()
+            }
+        }
+    }
+}
+
 /// Returns whether a principal with `roles` has `permission`.
 pub fn permits(roles: &[Role], permission: Permission<'_>) -> bool {
     if roles.contains(&Role::Admin) {
@@ -226,5 +254,26 @@ mod role_tests {
         let roles = [Role::Auditor];
         assert!(permits(&roles, Permission::ReadDirectory));
         assert!(!permits(&roles, Permission::ManageClient { owner: Some("web") }));
+    }
+
+    #[test]
+    fn requirement_names_roles_that_permit() {
+        let permissions = [
+            Permission::Administer,
+            Permission::ManageClient { owner: Some("web") },
+            Permission::ManageGroup { owner: Some("web") },
+            Permission::ManageSecret { owner: Some("web") },
+            Permission::DeleteGroup { owner: Some("web") },
+            Permission::DestroySecret { owner: Some("web") },
+            Permission::ManageSecret { owner: None },
+        ];
+        for permission in permissions {
+            let requirement = permission.requirement();
+            for role in ["admin", "auditor", "owner:web", "automation:web", "owner:db"] {
+                let named = requirement.split([' ', ',']).any(|word| word == role);
+                let permitted = permits(&[Role::parse(role).unwrap()], permission);
+                assert_eq!(named, permitted, "{role} for {permission:?}: {requirement}");
+            }
+        }
     }
 }

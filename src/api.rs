@@ -2,19 +2,22 @@
 //! to HTTP statuses and stable JSON codes.
 //!
 //! Every route sits behind the mTLS accept loop, which rejects a connection without
-//! a valid client certificate before any request reaches a handler.
+//! a valid client certificate before any request reaches a handler. Handlers read
+//! bodies, query strings and path parameters through the `extract` module, so a
+//! malformed request gets a JSON error too.
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use watchword_events::Actor;
 
+use self::extract::Json;
 use crate::access::AccessConfig;
 use crate::reader::{ReadError, Reader};
 use crate::tls::ClientIdentity;
@@ -23,6 +26,7 @@ use crate::writer::{Committed, MAX_CONTENT_BYTES, Precondition, WriteContext, Wr
 pub mod enrolment;
 pub mod entities;
 pub mod events;
+mod extract;
 pub mod operators;
 pub mod secrets;
 pub mod tokens;
@@ -86,13 +90,22 @@ impl AppState {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("client {:?} lacks the role for this request", client.name),
+            format!("client {:?} lacks the role for this request: it {}", client.name, permission.requirement()),
         ))
     }
 }
 
 /// Builds the router of the `/v1/` API.
 pub fn router(state: AppState) -> Router {
+    with_fallbacks(routes())
+        // One byte above the maximum reaches the handler, which returns 413 with the limit.
+        .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_writes_when_stopped))
+        .with_state(state)
+}
+
+/// Returns every route of the main endpoint, without fallbacks or layers.
+fn routes() -> Router<AppState> {
     Router::new()
         .merge(secrets::routes())
         .route("/v1/events", get(events::stream_events))
@@ -101,10 +114,31 @@ pub fn router(state: AppState) -> Router {
         .merge(enrolment::routes())
         .merge(operators::routes())
         .merge(tokens::routes())
-        // One byte above the maximum reaches the handler, which returns 413 with the limit.
-        .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES + 1))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_writes_when_stopped))
-        .with_state(state)
+}
+
+/// Adds the handlers that return JSON errors for unknown paths and unsupported
+/// methods. axum gives the method fallback only to the routes `router` holds when
+/// this is called, so call it after adding them.
+fn with_fallbacks(router: Router<AppState>) -> Router<AppState> {
+    router.fallback(route_not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Returns the error for a path that matches no route. A secret name is one path
+/// segment, so a name with an unencoded `/` ends up here.
+async fn route_not_found(uri: Uri) -> ApiError {
+    let message = format!(
+        "no API route matches the path {:?}; a secret name in a path must be percent-encoded as one segment (`/` as %2F)",
+        uri.path()
+    );
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+/// Returns the error for a method that a known path does not accept. axum adds the
+/// `Allow` header.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let message =
+        format!("method {method} is not allowed on {}; the Allow header lists the methods it accepts", uri.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
 }
 
 /// Rejects every change while this node's projection has stopped. The change would

@@ -10,7 +10,7 @@
 //! | 3 | secret not found (or not readable by this client), or its current version destroyed or expired |
 //! | 4 | conflict: a precondition (`--if-revision`, `--if-absent`) did not hold, the command does not apply to the secret's state, or the file name is taken |
 //! | 5 | server unreachable or unavailable |
-//! | 6 | denied |
+//! | 6 | denied: the server forbids the request, or requires a client certificate that this configuration does not send |
 //! | 69 | `serve`: a dependency (HSM, NATS, read model) is unavailable at start-up |
 //! | 78 | `serve`: invalid configuration |
 
@@ -226,6 +226,7 @@ impl From<ClientError> for Failure {
             ClientError::Api { code, .. } if ["conflict", "file_name_taken"].contains(&code.as_str()) => 4,
             ClientError::Api { status: 413, .. } => 2,
             ClientError::Api { code, .. } if code == "forbidden" => 6,
+            ClientError::CertificateRequired { .. } => 6,
             ClientError::Api { status: 503, .. } | ClientError::Unreachable { .. } => 5,
             _ => 1,
         };

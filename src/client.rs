@@ -1,6 +1,7 @@
 //! The HTTPS client of the `/v1/` API, shared by the CLI and the agent.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -33,6 +34,14 @@ pub enum ClientError {
     InvalidServer { url: String },
     #[error("cannot reach the server at {server}: {}", error_chain(source))]
     Unreachable { server: String, source: reqwest::Error },
+    /// A client without a certificate reached a port that requires one, which
+    /// closed the connection.
+    #[error(
+        "the server at {server} requires a client certificate on this port, and this client has none: \
+         operator tokens and enrolment work only on the server's public endpoint (its public_listen address), \
+         so point the client there, or use a certificate and key"
+    )]
+    CertificateRequired { server: String },
     /// The server returned an error body.
     #[error("{message} ({code}, HTTP {status})")]
     Api { status: u16, code: String, message: String, current_revision: Option<u64> },
@@ -108,6 +117,8 @@ pub struct ApiClient {
     server: String,
     /// Operator token sent as `Authorization: Bearer`, for the public endpoint.
     token: Option<Zeroizing<String>>,
+    /// For a client without a certificate: whether a server asked for one.
+    certificate_requests: Option<Arc<tls::CertificateRequests>>,
 }
 
 impl ApiClient {
@@ -118,19 +129,26 @@ impl ApiClient {
         }
         tls::install_crypto_provider();
         let http = tls::http_client(ca, cert, key)?;
-        Ok(ApiClient { http, server: server.trim_end_matches('/').to_owned(), token: None })
+        Ok(ApiClient { http, server: server.trim_end_matches('/').to_owned(), token: None, certificate_requests: None })
     }
 
     /// Builds a client of the public endpoint `server` that authenticates with an
     /// operator token instead of a certificate.
     pub fn with_token(server: &str, ca: &Path, token: &str) -> Result<ApiClient, ClientError> {
+        let anonymous = ApiClient::anonymous(server, ca)?;
+        Ok(ApiClient { token: Some(Zeroizing::new(token.to_owned())), ..anonymous })
+    }
+
+    /// Builds a client of the public endpoint `server` that sends no credentials.
+    fn anonymous(server: &str, ca: &Path) -> Result<ApiClient, ClientError> {
         if !server.starts_with("https://") {
             return Err(ClientError::InvalidServer { url: server.to_owned() });
         }
         tls::install_crypto_provider();
-        let http = tls::anonymous_http_client(ca)?;
+        let requests = Arc::new(tls::CertificateRequests::default());
+        let http = tls::anonymous_http_client_recording(ca, Arc::clone(&requests))?;
         let server = server.trim_end_matches('/').to_owned();
-        Ok(ApiClient { http, server, token: Some(Zeroizing::new(token.to_owned())) })
+        Ok(ApiClient { http, server, token: None, certificate_requests: Some(requests) })
     }
 
     /// Issues an operator token for `identity`, valid for `ttl_secs`.
@@ -335,12 +353,7 @@ impl ApiClient {
     /// Exchanges an enrolment token and a CSR for a certificate at the enrolment
     /// endpoint `server`, which needs no client certificate.
     pub async fn enrol(server: &str, ca: &Path, request: &EnrolRequest) -> Result<CertificateResponse, ClientError> {
-        if !server.starts_with("https://") {
-            return Err(ClientError::InvalidServer { url: server.to_owned() });
-        }
-        tls::install_crypto_provider();
-        let http = tls::anonymous_http_client(ca)?;
-        let anonymous = ApiClient { http, server: server.trim_end_matches('/').to_owned(), token: None };
+        let anonymous = ApiClient::anonymous(server, ca)?;
         let url = anonymous.url(&["enrol"])?;
         anonymous.json(anonymous.http.post(url).json(request).timeout(REQUEST_TIMEOUT)).await
     }
@@ -414,7 +427,11 @@ impl ApiClient {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Unreachable { server: self.server.clone(), source }
+        let server = self.server.clone();
+        match &self.certificate_requests {
+            Some(requests) if requests.seen() => ClientError::CertificateRequired { server },
+            _ => ClientError::Unreachable { server, source },
+        }
     }
 }
 

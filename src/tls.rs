@@ -41,6 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -50,10 +51,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -149,6 +152,37 @@ pub struct ClientIdentity {
     pub name: String,
     /// Authentication method, `mtls` or `token`, recorded on the client's events.
     pub authentication: &'static str,
+}
+
+/// Records whether a server asked a client without a certificate for one.
+///
+/// A server that requires client certificates learns that the client has none only
+/// after the client finished its TLS 1.3 handshake, so it closes the connection
+/// while the client sends its request. reqwest 0.13 then reports either the TLS
+/// alert `CertificateRequired` or only "connection closed", depending on timing
+/// (both occur on loopback), and this record explains the failure in either case.
+/// As a certificate resolver, it presents no certificate, like `with_no_client_auth`.
+#[derive(Debug, Default)]
+pub struct CertificateRequests {
+    seen: AtomicBool,
+}
+
+impl CertificateRequests {
+    /// Returns whether any server asked this client for a certificate.
+    pub fn seen(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+impl ResolvesClientCert for CertificateRequests {
+    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.seen.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
 }
 
 /// Installs rustls' ring provider as the process-wide default.
@@ -249,13 +283,22 @@ pub fn http_client(ca: &Path, cert: &Path, key: &Path) -> Result<reqwest::Client
 /// Builds an HTTPS client that trusts `ca` and presents no certificate, for the
 /// enrolment endpoint.
 pub fn anonymous_http_client(ca: &Path) -> Result<reqwest::Client, TlsError> {
+    anonymous_http_client_recording(ca, Arc::default())
+}
+
+/// Builds the client of [`anonymous_http_client`], which records in `requests`
+/// whether a server asked it for a client certificate.
+pub fn anonymous_http_client_recording(
+    ca: &Path,
+    requests: Arc<CertificateRequests>,
+) -> Result<reqwest::Client, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = load_roots(ca)?;
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring provider supports the default TLS versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_client_cert_resolver(requests);
     config.alpn_protocols = alpn_protocols();
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)

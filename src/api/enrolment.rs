@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
+use axum::Router;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use watchword_events::Actor;
 
 use super::entities::require_client_manager;
+use super::extract::{Json, Path};
 use super::{ApiError, AppState, correlation_id, format_micros, write_context};
 use crate::ca::{ClientCa, IssuedClientCert};
 use crate::entities::{enrol, issue_enrolment_token, renew};

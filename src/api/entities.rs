@@ -1,14 +1,15 @@
 //! Routes that manage clients, groups, memberships and grants. Only operators
 //! listed in the configuration may call them.
 
-use axum::extract::{Extension, Path, State};
+use axum::Router;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use watchword_events::fold::{ClientState, GroupState};
 
+use super::extract::{Json, Path};
 use super::{ApiError, AppState, format_micros, wait_for_projection, write_context};
 use crate::access::Permission;
 use crate::entities::{ClientCommand, GroupCommand, run_client, run_group};

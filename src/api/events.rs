@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use watchword_events::changes::NoticeKind;
 
+use super::extract::Query;
 use super::{ApiError, AppState};
 use crate::access::Role;
 use crate::changes::{Notice, StoredCopy};

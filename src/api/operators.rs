@@ -1,13 +1,14 @@
 //! Routes that set and list operators' roles. Only administrators set roles.
 
-use axum::extract::{Extension, Path, State};
+use axum::Router;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::entities::{command_response, require_directory};
+use super::extract::{Json, Path};
 use super::{ApiError, AppState, write_context};
 use crate::access::{Permission, Role};
 use crate::entities::set_roles;

@@ -2,17 +2,18 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use watchword_events::fold::{SecretState, SecretStatus, SecretVersion};
 use zeroize::Zeroizing;
 
+use super::extract::{Json, Path, Query};
 use super::{ApiError, AppState, format_micros, internal, wait_for_projection, write_context};
 use crate::access::{Action, Permission, Role};
 use crate::reader::MAX_SEQUENCE_WAIT;

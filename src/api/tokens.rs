@@ -10,21 +10,25 @@
 //! on the public endpoint and only on its routes: it cannot read secret content,
 //! set roles or issue tokens, so a stolen token cannot mint more.
 
-use axum::extract::{Extension, Path, Request, State};
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
 use watchword_events::Aggregate;
 use watchword_events::body::{
     KIND_OPERATOR_TOKEN_ISSUED, KIND_OPERATOR_TOKEN_REVOKED, TokenIssued, TokenRevoked, encode_body,
 };
 
+use super::extract::{Json, Path};
 use super::{ApiError, AppState, format_micros, write_context};
 use crate::access::Permission;
 use crate::signer::now_micros;
@@ -59,7 +63,8 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// Builds the router of the public endpoint: enrolment, and the routes that accept
-/// operator tokens.
+/// operator tokens. Every other route of the main endpoint rejects a token with 403
+/// and the reason, and an unknown path gets the main endpoint's 404.
 pub fn public_router(state: AppState) -> Router {
     let token_routes = Router::new()
         .route("/v1/secrets", get(super::secrets::list_secrets))
@@ -70,7 +75,46 @@ pub fn public_router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), super::refuse_writes_when_stopped))
         .layer(axum::extract::DefaultBodyLimit::max(crate::writer::MAX_CONTENT_BYTES + 1));
-    Router::new().route("/v1/enrol", post(super::enrolment::enrol_client)).merge(token_routes).with_state(state)
+    let denied = token_denied_routes(state.clone());
+    let forward_to_denied = {
+        let denied = denied.clone();
+        move |request: Request| async move { denied.oneshot(request).await }
+    };
+    Router::new()
+        .route("/v1/enrol", post(super::enrolment::enrol_client))
+        .method_not_allowed_fallback(super::method_not_allowed)
+        .merge(token_routes)
+        // Reaches only the token routes, because enrolment has its fallback already. A
+        // method they lack here may be one the main endpoint serves, such as GET on
+        // /v1/secrets/{name}, so the main endpoint's routes decide between 403 and 405.
+        .method_not_allowed_fallback(forward_to_denied)
+        .fallback_service(denied)
+        .with_state(state)
+}
+
+/// Builds the main endpoint's routes as a token caller sees them: each route
+/// authenticates the token and then returns 403. [`deny_token`] replaces the
+/// routes' handlers rather than running before them, so none of those handlers can
+/// run for a token. Unknown paths and methods get the main endpoint's 404 and 405.
+fn token_denied_routes(state: AppState) -> Router {
+    let deny = tower::layer::layer_fn(|_handler: axum::routing::Route| tower::service_fn(deny_token));
+    let routes = super::routes()
+        .route_layer(deny)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    super::with_fallbacks(routes).with_state(state)
+}
+
+/// Returns 403 to an operator token on a route that needs a client certificate.
+async fn deny_token(request: Request) -> Result<Response, Infallible> {
+    let client = request.extensions().get::<ClientIdentity>().map_or("", |client| client.name.as_str());
+    let (method, path) = (request.method(), request.uri().path());
+    tracing::info!(client.id = %client, http.method = %method, http.path = path, "operator token denied on a route that needs a client certificate");
+    let message = format!(
+        "{method} {path} does not accept operator tokens: a token manages clients, groups and grants, lists \
+         secrets and writes them, but cannot read secret content, set roles or issue tokens; send this request \
+         with a client certificate to the server's main endpoint (its listen address)"
+    );
+    Ok(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response())
 }
 
 /// Checks the bearer token and passes the request on as its operator.
@@ -96,8 +140,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 }
 
 fn unauthenticated(message: &str) -> Response {
-    let body = serde_json::json!({ "code": "unauthenticated", "message": message });
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response()
 }
 
 #[derive(Serialize, Deserialize)]

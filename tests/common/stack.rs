@@ -192,7 +192,6 @@ impl Stack {
 
     /// Runs the `watchword` CLI as `identity` with `args`; returns its output.
     pub fn cli(&self, identity: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        use std::io::Write;
         let certs = self.certs();
         let config = self.dir.path().join(format!("cli-{identity}.toml"));
         std::fs::write(
@@ -206,16 +205,19 @@ impl Stack {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_watchword"))
-            .args(args)
-            .env("WATCHWORD_CONFIG", &config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run the watchword CLI");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        run_cli(&config, args, stdin)
+    }
+
+    /// Runs the `watchword` CLI with a configuration that sends `token` to `server`
+    /// (a URL of this stack); returns its output.
+    pub fn cli_with_token(&self, server: &str, token: &str, args: &[&str]) -> std::process::Output {
+        let (config, token_file) = (self.dir.path().join("cli-token.toml"), self.dir.path().join("cli.token"));
+        std::fs::write(&token_file, token).unwrap();
+        let ca = self.certs().join("ca.crt");
+        let text =
+            format!("server = \"{server}\"\nca = \"{}\"\ntoken_file = \"{}\"\n", ca.display(), token_file.display());
+        std::fs::write(&config, text).unwrap();
+        run_cli(&config, args, b"")
     }
 
     /// Starts `watchword-agent` as `identity`; returns its secrets directory.
@@ -298,6 +300,21 @@ impl Drop for Stack {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs the `watchword` CLI with the configuration file `config` and `stdin`.
+fn run_cli(config: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchword"))
+        .args(args)
+        .env("WATCHWORD_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the watchword CLI");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 const DEFAULT_ACCESS: &str = r#"

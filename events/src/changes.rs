@@ -157,12 +157,13 @@ pub fn derive_notice(view: &(impl StateView + ?Sized), recorded: &RecordedEvent)
                 return Ok(unmapped(recorded));
             };
             let name = &event.aggregate.id;
-            let starts_incarnation = match view.secret(name)? {
-                Some(state) => view
-                    .secret_versions(name)?
-                    .iter()
-                    .all(|v| v.incarnation != state.incarnation || v.version == body.version),
-                None => true,
+            // The version before this one belongs to another incarnation, or there is
+            // none: one lookup, whatever the number of versions.
+            let starts_incarnation = match (view.secret(name)?, body.version.checked_sub(1)) {
+                (Some(state), Some(previous)) if previous > 0 => {
+                    view.secret_version(name, previous)?.is_none_or(|v| v.incarnation != state.incarnation)
+                }
+                _ => true,
             };
             let kind = match (starts_incarnation, body.rolled_back_from) {
                 (true, _) => NoticeKind::Created,

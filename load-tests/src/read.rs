@@ -168,13 +168,30 @@ struct ReadModelCopy {
 }
 
 impl ReadModelCopy {
+    /// Copies the server's file while the server may still be writing to it (its
+    /// checkpoint and change-notice tasks commit after the last write), so a copy
+    /// can be torn; such a copy fails to open and is taken again.
     fn new(original: &Path, cache_mib: usize) -> anyhow::Result<ReadModelCopy> {
+        const ATTEMPTS: usize = 20;
         let path = std::env::temp_dir().join(format!("watchword-load-{}.redb", std::process::id()));
-        std::fs::copy(original, &path)
-            .with_context(|| format!("cannot copy {} to {}", original.display(), path.display()))?;
-        let model = ReadModel::open(&path, cache_mib * 1024 * 1024)
-            .with_context(|| format!("cannot open the read-model copy {}", path.display()))?;
-        Ok(ReadModelCopy { path, model: Arc::new(model) })
+        for attempt in 1..=ATTEMPTS {
+            std::fs::copy(original, &path)
+                .with_context(|| format!("cannot copy {} to {}", original.display(), path.display()))?;
+            match ReadModel::open(&path, cache_mib * 1024 * 1024) {
+                Ok(model) => return Ok(ReadModelCopy { path, model: Arc::new(model) }),
+                Err(error) if attempt < ATTEMPTS => {
+                    eprintln!("note: the read-model copy is torn ({error}); copying again");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(error) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(error).with_context(|| {
+                        format!("cannot open the read-model copy {} after {ATTEMPTS} copies", path.display())
+                    });
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 }
 
@@ -192,7 +209,11 @@ fn read_record(model: &ReadModel, client_id: &str, name: &str) -> anyhow::Result
     let (granted, _) = model.read(|view| may_read(view, client_id, name))?;
     std::hint::black_box(granted);
     let (secret, _) = model.secret(name)?;
-    secret.with_context(|| format!("secret {name:?} is missing from the read-model copy"))
+    let secret = secret.with_context(|| format!("secret {name:?} is missing from the read-model copy"))?;
+    // The secret record holds no ciphertext; the server reads the version record too.
+    let (version, _) = model.read(|view| view.secret_version(name, secret.current.version))?;
+    std::hint::black_box(version);
+    Ok(secret)
 }
 
 /// Reads like [`read_record`], with one blocking task per read transaction as

@@ -436,11 +436,9 @@ async fn get_secret(
         state.reader.wait_for(sequence, MAX_SEQUENCE_WAIT).await?;
     }
     let (secret, sequence) = state.reader.metadata(&name).await?;
-    let owner_reads = match &secret {
-        Some(secret) => owns(&state.roles(&client).await?, secret),
-        None => false,
-    };
-    if !owner_reads && !may_read(&state, &client, std::slice::from_ref(&name)).await?[0] {
+    let roles = state.roles(&client).await?;
+    let owner_reads = secret.as_ref().is_some_and(|secret| owns(&roles, secret));
+    if !owner_reads && !may_read_with(&state, &client, &roles, std::slice::from_ref(&name)).await?[0] {
         tracing::info!(client.id = %client.name, secret.name = %name, "read denied");
         return Err(ApiError::not_found(&name));
     }
@@ -677,7 +675,18 @@ pub(super) async fn may_read(
     client: &ClientIdentity,
     names: &[String],
 ) -> Result<Vec<bool>, ApiError> {
-    if state.roles(client).await?.contains(&Role::Admin) {
+    let roles = state.roles(client).await?;
+    may_read_with(state, client, &roles, names).await
+}
+
+/// Returns what [`may_read`] returns, for a caller whose roles are known.
+async fn may_read_with(
+    state: &AppState,
+    client: &ClientIdentity,
+    roles: &[Role],
+    names: &[String],
+) -> Result<Vec<bool>, ApiError> {
+    if roles.contains(&Role::Admin) {
         return Ok(vec![true; names.len()]);
     }
     let granted = state.reader.granted(&client.name, names.to_vec()).await?;

@@ -155,7 +155,7 @@ fn end_expiry(state: &SecretState) -> Option<Change> {
 
 /// A rollback repeats a version of the same incarnation that is not destroyed.
 fn check_rollback_source(view: &impl StateView, event: &Event, incarnation: u64, from: u64) -> Result<(), FoldError> {
-    let source = view.secret_versions(&event.aggregate.id)?.into_iter().find(|v| v.version == from);
+    let source = view.secret_version(&event.aggregate.id, from)?;
     match source {
         Some(v) if v.incarnation == incarnation && !v.destroyed => Ok(()),
         _ => Err(inconsistent(event, format!("rollback from version {from}, which is not a readable version"))),
@@ -186,7 +186,7 @@ fn mark_version(
 ) -> Result<Vec<Change>, FoldError> {
     let event = &recorded.event;
     let name = &event.aggregate.id;
-    let Some(version) = view.secret_versions(name)?.into_iter().find(|v| v.version == number) else {
+    let Some(version) = view.secret_version(name, number)? else {
         return Err(inconsistent(event, format!("version {number} does not exist")));
     };
     let expiring = event.kind == KIND_SECRET_VERSION_EXPIRED;

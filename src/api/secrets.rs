@@ -638,8 +638,8 @@ async fn list_expiring(
 async fn listed_secrets(state: &AppState, client: &ClientIdentity, all: bool) -> Result<SecretList, ApiError> {
     let roles = state.roles(client).await?;
     if roles.is_empty() && !state.access.readers.contains_key(&client.name) {
-        // A client without roles or allow-list patterns sees only what its groups'
-        // grants give it, which the read model finds without a scan.
+        // A client without roles or allow-list patterns may list only what its
+        // groups' grants give it, which the read model finds without a scan.
         let (secrets, sequence) = state.reader.granted_secrets(&client.name).await?;
         let now = now_micros();
         return Ok(SecretList { sequence, secrets: secrets.iter().map(|s| summary(s, now)).collect() });
@@ -648,7 +648,7 @@ async fn listed_secrets(state: &AppState, client: &ClientIdentity, all: bool) ->
     let operator = roles.iter().any(|r| matches!(r, Role::Admin | Role::Auditor));
     let now = now_micros();
     let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
-    let readable = may_read(state, client, &names).await?;
+    let readable = may_read_with(state, client, &roles, &names).await?;
     let listed = secrets
         .iter()
         .zip(readable)

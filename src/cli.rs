@@ -515,7 +515,7 @@ fn print_rows(output: Output, value: &impl Serialize, header: &[&str], rows: &[V
 }
 
 /// Returns `cell` with control characters escaped (`\u{1b}`, `\n`), so that a name
-/// or description cannot move the cursor or recolour the terminal of whoever lists it.
+/// or description cannot move the cursor or recolour the terminal of the person listing it.
 fn printable(cell: &str) -> String {
     let mut out = String::with_capacity(cell.len());
     for c in cell.chars() {

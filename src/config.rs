@@ -160,7 +160,7 @@ impl Default for LimitsConfig {
 /// Ceiling of `limits.max_metadata_bytes`.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-/// How the server records expiries.
+/// Settings of the task that records expiries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExpiryConfig {

@@ -574,7 +574,7 @@ fn store_key(version: &SecretVersion) -> String {
     version.data_key.store_key.clone()
 }
 
-/// Returns whether a drafted event asks for what the stored event `first` did. A
+/// Returns whether a drafted event requests what the stored event `first` did. A
 /// version event is compared by its content digest, size, expiry, rollback source
 /// and (when both set it) metadata, since each attempt seals under a new data key.
 fn same_request(first: &Event, kind: &str, body: &[u8]) -> bool {

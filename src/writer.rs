@@ -29,7 +29,7 @@ pub const MAX_CONTENT_BYTES: usize = 768 * 1024;
 /// How often a write without a precondition re-reads the head after losing a race.
 const MAX_ATTEMPTS: u32 = 30;
 
-/// Longest pause before the next attempt after losing a race; the pause grows with
+/// Maximum pause before the next attempt after losing a race. The pause grows with
 /// each attempt and is random below it, so racing writers spread out.
 const MAX_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -178,7 +178,7 @@ impl Writer {
             let draft = match decide(head.clone(), revision, id).await {
                 Ok(draft) => draft,
                 // A retry of a command that succeeded may no longer apply to the new
-                // state (a second delete); its first outcome is still the answer.
+                // state (a second delete), but its first outcome is still the response.
                 Err(error) => return self.replayed(aggregate, context).await?.ok_or(error),
             };
 

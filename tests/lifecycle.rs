@@ -227,7 +227,8 @@ async fn destroyed_version_has_no_reachable_key() {
     assert_eq!(status(&error).0, 404, "{error}");
     assert_eq!(operator.get_secret("app/db", None).await.unwrap().content.as_slice(), b"keep me");
     let versions = operator.list_versions("app/db").await.unwrap().versions;
-    assert!(versions[0].destroyed && !versions[0].readable);
+    assert!(versions[0].destroyed);
+    assert!(!versions[0].readable);
 
     // No wrapped key left in the store matches what the event commits to.
     for key in stored_data_keys(&stack).await {
@@ -239,7 +240,8 @@ async fn destroyed_version_has_no_reachable_key() {
     let model = watchword_events::readmodel::ReadModel::open(&stack.data_dir().join("test.redb"), 1 << 20).unwrap();
     let snapshot = model.snapshot().unwrap();
     let version = &snapshot.versions[&("app/db".to_owned(), 1)];
-    assert!(version.destroyed && version.content.ciphertext.is_empty());
+    assert!(version.destroyed);
+    assert!(version.content.ciphertext.is_empty());
 }
 
 /// Returns whether any file under `dir` contains `needle`.
@@ -326,7 +328,7 @@ async fn expired_file_kept_when_configured() {
         operator.get_secret("app/lease", None).await.err().filter(|e| status(e).0 == 410).map(|_| ())
     })
     .await;
-    // The agent saw the expiry in its next watch answer and kept the file.
+    // The agent received the expiry in its next watch response and kept the file.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(std::fs::read(&file).unwrap(), b"short");
 }

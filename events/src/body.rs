@@ -69,7 +69,7 @@ pub struct SecretVersionAddedV2 {
     pub metadata: Option<SecretMetadata>,
 }
 
-/// What an operator records about a secret besides its content.
+/// Metadata an operator records about a secret besides its content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMetadata {
     /// Group whose owners manage the secret, or `None` for administrators only.
@@ -80,7 +80,7 @@ pub struct SecretMetadata {
     pub delivery: Delivery,
 }
 
-/// How agents write a secret's file.
+/// Delivery settings with which agents write a secret's file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// File name in the agent's directory, or `None` for the name derived from the

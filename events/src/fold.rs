@@ -52,7 +52,7 @@ pub struct SecretState {
     pub sequence: u64,
 }
 
-/// Where a secret is in its lifecycle.
+/// Lifecycle status of a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecretStatus {
     Active,

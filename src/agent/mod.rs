@@ -71,7 +71,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
 }
 
-/// How the agent writes files, from its configuration.
+/// File-writing settings of the agent, from its configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// Mode of a file whose secret sets none.
@@ -163,7 +163,7 @@ enum Written {
     Yes,
     /// The secret vanished or stopped being servable meanwhile.
     Gone,
-    /// The file could not be written as the metadata asks; the old file stays.
+    /// The file could not be written with the metadata's owner or group, so the old file stays.
     Failed,
 }
 

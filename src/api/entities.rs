@@ -149,7 +149,7 @@ async fn group_command(
     Ok(command_response(&state, committed).await)
 }
 
-/// Rejects deleting a group that still holds grants. Each grant must be removed on
+/// Rejects deleting a group that still has grants. Each grant must be removed on
 /// its own first, so that every revocation is an event with its own change notice
 /// for the services of that group.
 ///

@@ -482,7 +482,7 @@ pub(super) fn parse_duration(text: &str) -> Result<u64, String> {
     number.checked_mul(scale).filter(|&seconds| seconds > 0).ok_or_else(invalid)
 }
 
-/// Longest lifetime `--expires-in` accepts: 100 years, in seconds.
+/// Maximum lifetime `--expires-in` accepts: 100 years, in seconds.
 const MAX_EXPIRES_IN_SECS: u64 = 100 * 365 * 86_400;
 
 /// Returns the RFC 3339 time `seconds` from now.
